@@ -1,0 +1,3 @@
+"""dingbot: a DingTalk chatops bot and webhook responder."""
+
+__version__ = "0.1.0"

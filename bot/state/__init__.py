@@ -12,12 +12,29 @@ Two backends implement :class:`Store`: SQLite under ``DINGBOT_DATA_DIR``
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
+import random
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
 from typing import Protocol
+
+from bot.errors import UpstreamError
 
 
 class LockTimeout(Exception):
     """The lock stayed held by someone else for longer than we could wait."""
+
+
+class StateUnavailableError(UpstreamError):
+    """The state backend cannot be reached or used right now.
+
+    Retryable: the server may come back or the file lock may clear. The
+    message names the setting (``REDIS_URL``, ``DINGBOT_DATA_DIR``), never
+    its value, since a Redis URL may carry a password.
+    """
+
+    retryable = True
 
 
 class Store(Protocol):
@@ -65,3 +82,46 @@ class Store(Protocol):
 
     def close(self) -> None:
         """Release connections and file handles."""
+
+
+def open_store(redis_url: str | None, data_dir: Path) -> Store:
+    """The Redis store when ``redis_url`` is given, else SQLite in ``data_dir``.
+
+    Opens nothing yet: connections are made on first use in each process,
+    so the store may be built before gunicorn forks its workers. Raises
+    :class:`~bot.errors.ConfigError` when ``redis_url`` is malformed.
+    """
+    # Imported here so that a SQLite-only deployment never loads redis-py.
+    if redis_url:
+        from bot.state.redisstore import RedisStore
+
+        return RedisStore(redis_url)
+
+    from bot.state.sqlite import SQLiteStore
+
+    return SQLiteStore(data_dir / "state.sqlite3")
+
+
+@contextmanager
+def poll_lock(
+    try_acquire: Callable[[], bool],
+    release: Callable[[], None],
+    wait: float,
+) -> Iterator[None]:
+    """Poll ``try_acquire`` until it succeeds, hold, then ``release``.
+
+    Shared by the backends' ``lock`` methods. Raises :class:`LockTimeout`
+    once ``wait`` seconds pass without success; ``wait=0`` tries once.
+    """
+    deadline = time.monotonic() + wait
+    while not try_acquire():
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise LockTimeout(f"lock still held by another owner after {wait:g} s")
+        # Jitter keeps contending processes from polling in lockstep.
+        time.sleep(min(remaining, random.uniform(0.02, 0.05)))
+
+    try:
+        yield
+    finally:
+        release()

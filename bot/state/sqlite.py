@@ -1,0 +1,334 @@
+"""The embedded state store: one SQLite file shared by a machine's processes.
+
+Every gunicorn worker opens the same file, so dedupe records, locks and
+rate budgets are common to them all. SQLite runs in WAL mode, so readers
+never wait for the writer and each write is a short transaction.
+
+Connections are opened lazily, one per process and thread. SQLite forbids
+using a connection across ``fork()``: the child would share the parent's
+file locks and page cache and could corrupt the file. A connection made
+before a fork is therefore left untouched (not even closed) in the child.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import sqlite3
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import ParamSpec, TypeVar
+
+from bot.state import StateUnavailableError, poll_lock
+
+logger = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_BUSY_TIMEOUT = 5.0
+
+_SCHEMA = (
+    # WITHOUT ROWID: the key is the only lookup path, so one b-tree suffices.
+    """CREATE TABLE IF NOT EXISTS kv (
+        key TEXT PRIMARY KEY, value TEXT NOT NULL, expires REAL
+    ) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS kv_expires ON kv (expires)",
+    """CREATE TABLE IF NOT EXISTS locks (
+        name TEXT PRIMARY KEY, owner TEXT NOT NULL, expires REAL NOT NULL
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS slots (
+        bucket TEXT NOT NULL, at REAL NOT NULL, expires REAL NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS slots_bucket_at ON slots (bucket, at)",
+)
+
+# One statement both records a new key and revives an expired one; the
+# conditional DO UPDATE leaves a live record alone, so changes() is 1 for
+# a first sighting and 0 for a duplicate.
+_CLAIM = """
+    INSERT INTO kv (key, value, expires) VALUES (?1, '1', ?2)
+    ON CONFLICT (key) DO UPDATE SET value = '1', expires = ?2
+    WHERE kv.expires <= ?3
+"""
+_GET = "SELECT value FROM kv WHERE key = ? AND (expires IS NULL OR expires > ?)"
+_PUT = """
+    INSERT INTO kv (key, value, expires) VALUES (?1, ?2, ?3)
+    ON CONFLICT (key) DO UPDATE SET value = ?2, expires = ?3
+"""
+_DELETE = "DELETE FROM kv WHERE key = ?"
+_TAKE_LOCK = """
+    INSERT INTO locks (name, owner, expires) VALUES (?1, ?2, ?3)
+    ON CONFLICT (name) DO UPDATE SET owner = ?2, expires = ?3
+    WHERE locks.expires <= ?4
+"""
+_RELEASE_LOCK = "DELETE FROM locks WHERE name = ? AND owner = ?"
+_DROP_OLD_SLOTS = "DELETE FROM slots WHERE bucket = ? AND at <= ?"
+_NTH_NEWEST_SLOT = """
+    SELECT at FROM slots WHERE bucket = ? ORDER BY at DESC LIMIT 1 OFFSET ?
+"""
+_ADD_SLOT = "INSERT INTO slots (bucket, at, expires) VALUES (?, ?, ?)"
+
+# (owner pid, owner thread, connection)
+_Opened = tuple[int, "weakref.ref[threading.Thread]", sqlite3.Connection]
+
+# Stores alive in this process, so the fork hook below can reset them.
+_stores: weakref.WeakSet[SQLiteStore] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for store in list(_stores):
+        store._forget_parent_connections()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _translate_errors(method: Callable[P, R]) -> Callable[P, R]:
+    """Turn SQLite failures into :class:`StateUnavailableError`."""
+
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except sqlite3.DatabaseError as exc:
+            # SQLite's messages name the failure ("database is locked"),
+            # never a stored value, so they are safe to pass on.
+            raise StateUnavailableError(
+                f"the SQLite state file in DINGBOT_DATA_DIR could not be used "
+                f"({exc}); check that the directory is writable and not full"
+            ) from exc
+
+    wrapper.__name__ = method.__name__
+    wrapper.__qualname__ = method.__qualname__
+    wrapper.__doc__ = method.__doc__
+    return wrapper
+
+
+class SQLiteStore:
+    """:class:`~bot.state.Store` kept in one SQLite file at ``path``.
+
+    Nothing is opened until first use; the parent directory is created
+    then if missing. Every method raises :class:`StateUnavailableError`
+    when the file cannot be opened or stays locked past the busy timeout.
+    Expired rows are ignored on read and deleted by whichever process
+    writes first after ``purge_interval`` seconds.
+    """
+
+    def __init__(self, path: Path, purge_interval: float = 60.0) -> None:
+        self._path = Path(path)
+        self._purge_interval = purge_interval
+        self._next_purge = 0.0
+        self._local = threading.local()
+        self._generation = 0
+        self._lock = threading.Lock()
+        # (owner pid, owner thread, connection) for every connection opened
+        # here, so close() can reach other threads' connections.
+        self._opened: list[_Opened] = []
+        # Connections inherited across fork: kept referenced, never closed,
+        # because garbage collection would close them from the child.
+        self._inherited: list[sqlite3.Connection] = []
+        self._schema_ready = False
+        _stores.add(self)
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({str(self._path)!r})"
+
+    @_translate_errors
+    def claim(self, key: str, ttl: float) -> bool:
+        """See :meth:`bot.state.Store.claim`. ``ttl`` must be positive."""
+        _check_positive("ttl", ttl)
+        conn = self._connection()
+        now = time.time()
+        self._purge_if_due(conn, now)
+        return conn.execute(_CLAIM, (key, now + ttl, now)).rowcount == 1
+
+    @_translate_errors
+    def get(self, key: str) -> str | None:
+        """See :meth:`bot.state.Store.get`."""
+        row = self._connection().execute(_GET, (key, time.time())).fetchone()
+        return None if row is None else row[0]
+
+    @_translate_errors
+    def put(self, key: str, value: str, ttl: float | None = None) -> None:
+        """See :meth:`bot.state.Store.put`. ``ttl``, if given, must be positive."""
+        conn = self._connection()
+        now = time.time()
+        expires = None
+        if ttl is not None:
+            _check_positive("ttl", ttl)
+            expires = now + ttl
+
+        self._purge_if_due(conn, now)
+        conn.execute(_PUT, (key, value, expires))
+
+    @_translate_errors
+    def delete(self, key: str) -> None:
+        """See :meth:`bot.state.Store.delete`."""
+        self._connection().execute(_DELETE, (key,))
+
+    def lock(self, name: str, ttl: float, wait: float) -> AbstractContextManager[None]:
+        """See :meth:`bot.state.Store.lock`.
+
+        Polls every 20-50 ms. On exit the lock is released only if this
+        holder still owns it: after its ``ttl`` ran out someone else may
+        have taken it over, and their lock must stand.
+        """
+        _check_positive("ttl", ttl)
+        owner = secrets.token_hex(8)
+        return poll_lock(
+            lambda: self._take_lock(name, owner, ttl),
+            lambda: self._release_lock(name, owner),
+            wait,
+        )
+
+    @_translate_errors
+    def reserve(self, bucket: str, limit: int, window: float) -> float:
+        """See :meth:`bot.state.Store.reserve`.
+
+        Runs in one ``BEGIN IMMEDIATE`` transaction, so concurrent callers
+        in any process queue up one after another.
+        """
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        _check_positive("window", window)
+        conn = self._connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Read the clock only once we hold the write lock, so slots are
+            # handed out in the order the clock says.
+            now = time.time()
+            slot = _next_slot(conn, bucket, limit, window, now)
+            conn.execute(_ADD_SLOT, (bucket, slot, slot + window))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return slot - now
+
+    @_translate_errors
+    def ping(self) -> None:
+        """Raise :class:`StateUnavailableError` if the file cannot be read."""
+        self._connection().execute("SELECT 1 FROM kv LIMIT 1").fetchall()
+
+    def close(self) -> None:
+        """Close every connection this process opened; later use reopens.
+
+        Connections inherited from a parent process stay open: closing
+        them here could disturb the parent's locks on the file.
+        """
+        with self._lock:
+            opened, self._opened = self._opened, []
+            self._generation += 1
+        for _pid, _thread, conn in opened:
+            conn.close()
+
+    def _connection(self) -> sqlite3.Connection:
+        """This thread's connection in this process, opened on first use."""
+        local = self._local
+        conn = getattr(local, "conn", None)
+        if conn is not None and local.owner == (os.getpid(), self._generation):
+            return conn
+
+        conn = self._open()
+        local.conn = conn
+        local.owner = (os.getpid(), self._generation)
+        return conn
+
+    def _open(self) -> sqlite3.Connection:
+        with self._lock:
+            self._close_dead_threads_connections()
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(
+                self._path,
+                timeout=_BUSY_TIMEOUT,
+                isolation_level=None,
+                # close() may run in another thread than the one that opened
+                # it; each connection is otherwise used by one thread only.
+                check_same_thread=False,
+            )
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = NORMAL")
+                if not self._schema_ready:
+                    for statement in _SCHEMA:
+                        conn.execute(statement)
+                    self._schema_ready = True
+            except BaseException:
+                conn.close()
+                raise
+
+            thread = weakref.ref(threading.current_thread())
+            self._opened.append((os.getpid(), thread, conn))
+            logger.debug("opened SQLite state connection to %s", self._path)
+            return conn
+
+    def _close_dead_threads_connections(self) -> None:
+        # Threads come and go (a pool may replace its workers); without
+        # this their connections would pile up until close().
+        pid = os.getpid()
+        kept = []
+        for entry in self._opened:
+            owner_pid, thread_ref, conn = entry
+            thread = thread_ref()
+            if owner_pid != pid:
+                # A fork the hook missed (a fork() from C code, say).
+                self._inherited.append(conn)
+            elif thread is not None and thread.is_alive():
+                kept.append(entry)
+            else:
+                conn.close()
+        self._opened = kept
+
+    def _forget_parent_connections(self) -> None:
+        """Called in a forked child: set aside the parent's connections."""
+        # The parent's lock may have been held by a thread that does not
+        # exist in the child; a fresh one cannot deadlock.
+        self._lock = threading.Lock()
+        self._inherited.extend(conn for _pid, _thread, conn in self._opened)
+        self._opened = []
+        self._generation += 1
+
+    @_translate_errors
+    def _take_lock(self, name: str, owner: str, ttl: float) -> bool:
+        conn = self._connection()
+        now = time.time()
+        self._purge_if_due(conn, now)
+        return conn.execute(_TAKE_LOCK, (name, owner, now + ttl, now)).rowcount == 1
+
+    @_translate_errors
+    def _release_lock(self, name: str, owner: str) -> None:
+        self._connection().execute(_RELEASE_LOCK, (name, owner))
+
+    def _purge_if_due(self, conn: sqlite3.Connection, now: float) -> None:
+        # Racing threads may both purge once; that is harmless and rare.
+        if now < self._next_purge:
+            return
+        self._next_purge = now + self._purge_interval
+        conn.execute("DELETE FROM kv WHERE expires <= ?", (now,))
+        conn.execute("DELETE FROM locks WHERE expires <= ?", (now,))
+        conn.execute("DELETE FROM slots WHERE expires <= ?", (now,))
+
+
+def _next_slot(
+    conn: sqlite3.Connection, bucket: str, limit: int, window: float, now: float
+) -> float:
+    """The earliest time at which one more slot keeps every window within limit.
+
+    Slots at or before ``now - window`` no longer count and are dropped.
+    If ``limit`` or more remain, the new slot must come a full window after
+    the ``limit``-th newest, so that no window holds more than ``limit``.
+    """
+    conn.execute(_DROP_OLD_SLOTS, (bucket, now - window))
+    row = conn.execute(_NTH_NEWEST_SLOT, (bucket, limit - 1)).fetchone()
+    return now if row is None else max(now, row[0] + window)
+
+
+def _check_positive(name: str, value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"{name} must be positive, got {value!r}")

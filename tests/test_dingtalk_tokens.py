@@ -1,0 +1,169 @@
+"""Token cache: memory, Store, one fetcher, refresh ahead of expiry, invalidation."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from bot.dingtalk.tokens import CachedToken, TokenCache
+from bot.state.sqlite import SQLiteStore
+
+
+class Issuer:
+    """Issues numbered tokens like DingTalk would, counting the fetches."""
+
+    def __init__(self, pause: float = 0.0, lifetime: float = 7200.0) -> None:
+        self.fetches = 0
+        self.pause = pause
+        self.lifetime = lifetime
+        self._lock = threading.Lock()
+
+    def __call__(self) -> tuple[str, float]:
+        time.sleep(self.pause)
+        with self._lock:
+            self.fetches += 1
+            return f"tok-{self.fetches}", self.lifetime
+
+
+class Clock:
+    """A settable clock starting now."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> SQLiteStore:
+    store = SQLiteStore(tmp_path / "state.sqlite3")
+    yield store
+    store.close()
+
+
+def make_cache(store: SQLiteStore, issuer: Issuer, clock: Clock | None = None
+               ) -> TokenCache:
+    return TokenCache(kind="legacy", app_key="dingtestkey", store=store, fetch=issuer,
+                      clock=clock or time.time)
+
+
+def test_token_is_fetched_once_and_then_served_from_memory(store):
+    """Repeated gets reuse the first token without asking DingTalk again."""
+    issuer = Issuer()
+    cache = make_cache(store, issuer)
+
+    tokens = {cache.get() for _ in range(50)}
+
+    assert tokens == {"tok-1"}
+    assert issuer.fetches == 1
+
+
+def test_token_is_stored_as_json_under_its_app_key(store):
+    """The Store holds the token with its expiry, keyed by kind and app key."""
+    cache = make_cache(store, Issuer())
+    before = time.time()
+
+    cache.get()
+
+    stored = json.loads(store.get("token:legacy:dingtestkey"))
+    assert stored["token"] == "tok-1"
+    assert before + 7199 <= stored["expires_at"] <= time.time() + 7201
+    # Refreshed 5 to 10 minutes early.
+    assert 300 <= stored["expires_at"] - stored["refresh_at"] <= 600
+
+
+def test_other_process_reuses_the_stored_token(store):
+    """A second cache on the same Store (another worker) fetches nothing."""
+    issuer = Issuer()
+    make_cache(store, issuer).get()
+
+    token = make_cache(store, issuer).get()
+
+    assert token == "tok-1"
+    assert issuer.fetches == 1
+
+
+def test_token_is_refreshed_ahead_of_expiry(store):
+    """Within ten minutes of expiry the next get fetches a fresh token."""
+    issuer, clock = Issuer(), Clock()
+    cache = make_cache(store, issuer, clock)
+    cache.get()
+
+    clock.now += 7200 - 601
+    assert cache.get() == "tok-1"
+    clock.now += 301
+    assert cache.get() == "tok-2"
+    assert issuer.fetches == 2
+
+
+def test_invalidate_drops_the_failed_token_everywhere(store):
+    """Dropping the token that failed makes every worker fetch a new one."""
+    issuer = Issuer()
+    worker_a, worker_b = make_cache(store, issuer), make_cache(store, issuer)
+    worker_a.get()
+    worker_b.get()
+
+    worker_a.invalidate("tok-1")
+
+    assert store.get("token:legacy:dingtestkey") is None
+    assert worker_a.get() == "tok-2"
+    assert worker_b.get() == "tok-1"  # its memory copy until it fails too
+    worker_b.invalidate("tok-1")
+    assert worker_b.get() == "tok-2"
+    assert issuer.fetches == 2
+
+
+def test_invalidating_a_stale_token_keeps_the_newer_one(store):
+    """Many workers failing on one token cause a single refetch."""
+    issuer = Issuer()
+    workers = [make_cache(store, issuer) for _ in range(5)]
+    for worker in workers:
+        worker.get()
+
+    for worker in workers:
+        worker.invalidate("tok-1")
+        assert worker.get() == "tok-2"
+
+    assert issuer.fetches == 2
+
+
+def test_concurrent_first_gets_fetch_one_token(store):
+    """Twenty workers starting together with an empty cache fetch exactly once."""
+    issuer = Issuer(pause=0.2)
+    workers = [make_cache(store, issuer) for _ in range(20)]
+    results: list[str] = []
+    threads = [threading.Thread(target=lambda w=w: results.append(w.get()))
+               for w in workers]
+
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert results == ["tok-1"] * 20
+    assert issuer.fetches == 1
+
+
+def test_short_lived_token_is_refreshed_before_half_its_life(store):
+    """A token living less than the refresh margin is still refreshed early."""
+    issuer, clock = Issuer(lifetime=60.0), Clock()
+    cache = make_cache(store, issuer, clock)
+    cache.get()
+
+    clock.now += 31
+
+    assert cache.get() == "tok-2"
+
+
+def test_cached_token_repr_hides_the_token():
+    """The repr of a cached token shows its expiry, never the token."""
+    cached = CachedToken("very-secret-token", 1.0e9, 1.0e9 - 300)
+
+    assert "very-secret-token" not in repr(cached)
+    assert CachedToken.loads(cached.dumps()) == cached
+    assert CachedToken.loads("{not json") is None

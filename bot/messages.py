@@ -35,9 +35,9 @@ from urllib.parse import urlsplit
 from bot.errors import BotError
 
 #: Largest webhook / sessionWebhook / HTTP-reply body, in bytes.
-#: Assumption: the custom-robot page is reported to cap a message at
-#: 20000 bytes, but protocol 3.4 does not list it; no figure is documented
-#: for sessionWebhook or the HTTP reply, so the same cap is applied there.
+#: An assumption: the figure given for the custom-robot page, which our
+#: protocol notes (3.4) do not list; nothing is documented for sessionWebhook
+#: or the HTTP reply, so the same cap is applied there.
 WEBHOOK_BODY_LIMIT = 20000
 
 #: Largest robot OpenAPI ``msgParam`` string, in bytes (protocol 2.3(c)).
@@ -53,14 +53,14 @@ MAX_AT_USER_IDS = 50
 #: at five (protocol 2.3(c)).
 MAX_BUTTONS = 5
 
-#: Most buttons side by side. Our choice: the OpenAPI horizontal template
-#: ``sampleActionCard6`` is listed as ``buttonTitle1/buttonUrl1, …`` and is
-#: known as the two-button card; a third title in one row of a phone screen
-#: is cut off anyway. Use a vertical card for more.
+#: Most buttons side by side. Our choice: protocol 2.3(c) lists the OpenAPI
+#: horizontal template ``sampleActionCard6`` only as ``buttonTitle1/buttonUrl1,
+#: …``; we recall it as the two-button card (UNCONFIRMED), and a third title
+#: in one row of a phone screen is cut off anyway. Stack buttons for more.
 MAX_HORIZONTAL_BUTTONS = 2
 
-#: Most links in a feed card. A guess: no DingTalk page we have states a
-#: maximum; ten rows is what well-known SDK examples stay within.
+#: Most links in a feed card. A guess: no source we have (protocol 3.3)
+#: states a maximum; ten rows keep a card to about one phone screen.
 MAX_FEED_LINKS = 10
 
 #: The HTTP answer to a robot callback that means "no reply" (protocol 2.3(a)).

@@ -56,6 +56,17 @@ class CallbackRejectedError(RequestRejected):
     def __init__(self) -> None:
         super().__init__(self.REASON)
 
+    @classmethod
+    def at(cls, step: str) -> "CallbackRejectedError":
+        """Log the failed step at DEBUG (a fixed label, no values); return the error.
+
+        Callers raise the result outside any ``except`` block, so the error
+        carries no ``__context__`` whose text (a UnicodeDecodeError quotes the
+        bytes) could reach a traceback or Sentry.
+        """
+        logger.debug("event callback rejected at step %s", step)
+        return cls()
+
 
 class CallbackCipher:
     """Verifies, opens and seals DingTalk event callbacks for one app.
@@ -115,13 +126,13 @@ class CallbackCipher:
         expected = self.signature(timestamp, nonce, encrypt).encode("ascii")
         given = signature.encode("utf-8", "surrogatepass")
         if not hmac.compare_digest(expected, given):
-            raise _rejected("signature")
+            raise CallbackRejectedError.at("signature")
 
         padded = self._decrypt(encrypt)
         content = _unpad(padded)
         message, receive_id = _split(content)
         if not hmac.compare_digest(receive_id, self._receive_id):
-            raise _rejected("receive_id")
+            raise CallbackRejectedError.at("receive_id")
 
         return _decode_utf8(message)
 
@@ -181,7 +192,7 @@ class CallbackCipher:
         """Base64-decode strictly and AES-decrypt; padding is left on."""
         ciphertext = _b64decode_strict(encrypt)
         if not ciphertext or len(ciphertext) % 16:
-            raise _rejected("ciphertext_length")
+            raise CallbackRejectedError.at("ciphertext_length")
 
         decryptor = self._cipher.decryptor()
         padded = decryptor.update(ciphertext)
@@ -191,23 +202,12 @@ class CallbackCipher:
         return padded
 
 
-def _rejected(step: str) -> CallbackRejectedError:
-    """Log which step failed (a fixed label only) and build the uniform error."""
-    logger.debug("event callback rejected at step %s", step)
-    return CallbackRejectedError()
-
-
-# The helpers below raise outside their ``except`` blocks on purpose: the
-# rejection then carries no ``__context__``, whose text (a UnicodeDecodeError
-# quotes the bytes) could otherwise reach a traceback or Sentry.
-
-
 def _b64decode_strict(encrypt: str) -> bytes:
     try:
         return base64.b64decode(encrypt, validate=True)
     except (ValueError, TypeError):
         pass
-    raise _rejected("base64")
+    raise CallbackRejectedError.at("base64")
 
 
 def _decode_utf8(message: memoryview) -> str:
@@ -215,7 +215,7 @@ def _decode_utf8(message: memoryview) -> str:
         return str(message, "utf-8")
     except UnicodeDecodeError:
         pass
-    raise _rejected("utf8")
+    raise CallbackRejectedError.at("utf8")
 
 
 def _pad(content: bytes) -> bytes:
@@ -227,9 +227,9 @@ def _unpad(padded: bytes) -> memoryview:
     """Strip 32-block PKCS#7 padding, checking the pad byte and every copy."""
     size = padded[-1]
     if not 1 <= size <= PAD_BLOCK or size > len(padded):
-        raise _rejected("padding")
+        raise CallbackRejectedError.at("padding")
     if padded[-size:] != bytes((size,)) * size:
-        raise _rejected("padding")
+        raise CallbackRejectedError.at("padding")
     return memoryview(padded)[:-size]
 
 
@@ -237,11 +237,11 @@ def _split(content: memoryview) -> tuple[memoryview, memoryview]:
     """Split the unpadded plaintext into the message and the receive id."""
     header = _PREFIX_SIZE + _LENGTH_SIZE
     if len(content) < header:
-        raise _rejected("length")
+        raise CallbackRejectedError.at("length")
 
     size = int.from_bytes(content[_PREFIX_SIZE:header], "big")
     if header + size > len(content):
-        raise _rejected("length")
+        raise CallbackRejectedError.at("length")
     return content[header : header + size], content[header + size :]
 
 

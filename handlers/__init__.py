@@ -1,0 +1,4 @@
+"""Handler plugins that ship with dingbot.
+
+Each module offers ``plugin = Plugin(...)``; see ``bot.dispatch.Plugin``.
+"""

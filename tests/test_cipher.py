@@ -148,6 +148,7 @@ def assert_uniform_rejection(error: pytest.ExceptionInfo) -> None:
 
 @pytest.fixture
 def cipher() -> CallbackCipher:
+    """The V1 app's cipher."""
     return CallbackCipher(TOKEN, AES_KEY, RECEIVE_ID)
 
 

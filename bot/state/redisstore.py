@@ -143,7 +143,8 @@ class RedisStore:
     @_translate_errors
     def claim(self, key: str, ttl: float) -> bool:
         """See :meth:`bot.state.Store.claim`. ``ttl`` must be positive."""
-        done = self._redis().set(PREFIX + "kv:" + key, "1", nx=True, px=_ms(ttl))
+        px = _ms("ttl", ttl)
+        done = self._redis().set(PREFIX + "kv:" + key, "1", nx=True, px=px)
         return bool(done)
 
     @_translate_errors
@@ -155,7 +156,7 @@ class RedisStore:
     @_translate_errors
     def put(self, key: str, value: str, ttl: float | None = None) -> None:
         """See :meth:`bot.state.Store.put`. ``ttl``, if given, must be positive."""
-        px = None if ttl is None else _ms(ttl)
+        px = None if ttl is None else _ms("ttl", ttl)
         self._redis().set(PREFIX + "kv:" + key, value, px=px)
 
     @_translate_errors
@@ -172,7 +173,7 @@ class RedisStore:
         """
         key = PREFIX + "lock:" + name
         owner = secrets.token_hex(8)
-        px = _ms(ttl)
+        px = _ms("ttl", ttl)
         return poll_lock(
             lambda: self._take_lock(key, owner, px),
             lambda: self._release_lock(key, owner),
@@ -188,7 +189,8 @@ class RedisStore:
         """
         if limit < 1:
             raise ValueError("limit must be at least 1")
-        _ms(window)
+        if not window > 0:
+            raise ValueError(f"window must be positive, got {window!r}")
         client = self._scripts()
         member = secrets.token_hex(8)
         args: list[Any] = [limit, repr(float(window)), member]
@@ -227,8 +229,8 @@ class RedisStore:
         self._scripts().release(keys=[key], args=[owner])
 
 
-def _ms(seconds: float) -> int:
+def _ms(name: str, seconds: float) -> int:
     """Whole milliseconds for PX, rounded up so a short ttl never becomes 0."""
     if not seconds > 0:
-        raise ValueError(f"ttl and window must be positive, got {seconds!r}")
+        raise ValueError(f"{name} must be positive, got {seconds!r}")
     return max(1, math.ceil(seconds * 1000))

@@ -12,6 +12,7 @@ before a fork is therefore left untouched (not even closed) in the child.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import secrets
@@ -95,9 +96,9 @@ def _translate_errors(method: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return method(*args, **kwargs)
-        except sqlite3.DatabaseError as exc:
-            # SQLite's messages name the failure ("database is locked"),
-            # never a stored value, so they are safe to pass on.
+        except (sqlite3.DatabaseError, OSError) as exc:
+            # These messages name the failure ("database is locked") or the
+            # path, never a stored value, so they are safe to pass on.
             raise StateUnavailableError(
                 f"the SQLite state file in DINGBOT_DATA_DIR could not be used "
                 f"({exc}); check that the directory is writable and not full"
@@ -132,7 +133,7 @@ class SQLiteStore:
         # Connections inherited across fork: kept referenced, never closed,
         # because garbage collection would close them from the child.
         self._inherited: list[sqlite3.Connection] = []
-        self._schema_ready = False
+        self._file_ready = False
         _stores.add(self)
 
     def __repr__(self) -> str:
@@ -253,12 +254,10 @@ class SQLiteStore:
                 check_same_thread=False,
             )
             try:
-                conn.execute("PRAGMA journal_mode = WAL")
+                if not self._file_ready:
+                    self._prepare_file(conn)
+                    self._file_ready = True
                 conn.execute("PRAGMA synchronous = NORMAL")
-                if not self._schema_ready:
-                    for statement in _SCHEMA:
-                        conn.execute(statement)
-                    self._schema_ready = True
             except BaseException:
                 conn.close()
                 raise
@@ -267,6 +266,22 @@ class SQLiteStore:
             self._opened.append((os.getpid(), thread, conn))
             logger.debug("opened SQLite state connection to %s", self._path)
             return conn
+
+    def _prepare_file(self, conn: sqlite3.Connection) -> None:
+        """Switch the file to WAL and create the tables, one process at a time.
+
+        Workers starting together on a new file would otherwise race to
+        switch it to WAL, and SQLite answers the losers "database is
+        locked" at once instead of waiting out the busy timeout. An flock
+        on a side file serialises them; it is released even if the holder
+        dies.
+        """
+        guard = self._path.with_name(self._path.name + ".init-lock")
+        with open(guard, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            conn.execute("PRAGMA journal_mode = WAL")
+            for statement in _SCHEMA:
+                conn.execute(statement)
 
     def _close_dead_threads_connections(self) -> None:
         # Threads come and go (a pool may replace its workers); without

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.dingtalk import DingTalkClient, TokenError
 from bot.dingtalk.tokens import CachedToken, TokenCache
 from bot.state.sqlite import SQLiteStore
 
@@ -167,3 +168,80 @@ def test_cached_token_repr_hides_the_token():
     assert "very-secret-token" not in repr(cached)
     assert CachedToken.loads(cached.dumps()) == cached
     assert CachedToken.loads("{not json") is None
+
+
+# -- against the stand-in, over real HTTP ---------------------------------------
+
+APP_KEY, APP_SECRET, AGENT_ID = "dingtestkey", "test-app-secret", 1001
+
+
+@pytest.fixture(scope="module")
+def standin():
+    from bot.simulator import Org, StandIn
+
+    with StandIn(app_key=APP_KEY, app_secret=APP_SECRET, agent_id=AGENT_ID,
+                 org=Org.small()) as server:
+        yield server
+
+
+def make_client(standin, store, **kwargs) -> DingTalkClient:
+    return DingTalkClient(
+        app_key=APP_KEY, app_secret=APP_SECRET, agent_id=AGENT_ID, robot_code=APP_KEY,
+        oapi_url=standin.url, api_url=standin.url, store=store, backoff_base=0.01,
+        backoff_cap=0.05, throttle_pause=0.01, **kwargs)
+
+
+def test_revoked_v1_token_is_refetched_once(standin, store):
+    """HTTP 401 InvalidAuthentication drops the v1.0 token and retries once."""
+    standin.reset()
+    client = make_client(standin, store)
+    client.robot.send_group("first", "cidGroup")
+    fetches = standin.token_fetches
+    standin.revoke_tokens()
+
+    client.robot.send_group("second", "cidGroup")
+
+    statuses = [c.status for c in standin.calls_to("/v1.0/robot/groupMessages/send")]
+    assert statuses == [200, 401, 200]
+    assert standin.token_fetches == fetches + 1
+
+
+def test_token_refused_twice_is_raised(standin, store):
+    """When the fresh token is refused too, the TokenError reaches the caller."""
+    standin.reset()
+    client = make_client(standin, store)
+    standin.fail("/topapi/v2/user/get", 2, errcode=40014)
+
+    with pytest.raises(TokenError):
+        client.contacts.user("zhangsan")
+
+    assert len(standin.calls_to("/topapi/v2/user/get")) == 2
+
+
+def test_many_threads_with_an_empty_cache_fetch_one_token(standin, tmp_path):
+    """Eight workers (own clients, one Store) starting at once fetch one token."""
+    standin.reset()
+    store = SQLiteStore(tmp_path / "shared.sqlite3")
+    before = standin.token_fetches
+    standin.delay(0.2, path="/gettoken")
+    clients = [DingTalkClient(
+        app_key=APP_KEY, app_secret=APP_SECRET, agent_id=AGENT_ID, robot_code=APP_KEY,
+        oapi_url=standin.url, api_url=standin.url, store=store) for _ in range(8)]
+    failures: list[BaseException] = []
+
+    def work(client: DingTalkClient) -> None:
+        try:
+            for _ in range(3):
+                client.contacts.user("zhangsan")
+        except BaseException as exc:  # pragma: no cover - reported below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=work, args=(c,)) for c in clients]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert failures == []
+    assert standin.token_fetches - before == 1
+    assert len(standin.calls_to("/topapi/v2/user/get")) == 24

@@ -78,7 +78,9 @@ def oapi(standin: StandIn, path: str, body: dict, token: str | None = None) -> d
 
 def v1(standin: StandIn, path: str, body: dict, token: str | None = None):
     headers = {"x-acs-dingtalk-access-token": token or v1_token(standin)}
-    return requests.post(standin.url + path, headers=headers, json=body, timeout=TIMEOUT)
+    return requests.post(
+        standin.url + path, headers=headers, json=body, timeout=TIMEOUT
+    )
 
 
 # -- tokens -------------------------------------------------------------
@@ -87,8 +89,12 @@ def v1(standin: StandIn, path: str, body: dict, token: str | None = None):
 def test_gettoken_returns_the_same_token_while_valid_and_counts_each_fetch(standin):
     """Asking twice gives one token, 7200 s, and two counted fetches."""
     params = {"appkey": "dingtestkey", "appsecret": APP_SECRET}
-    first = requests.get(f"{standin.url}/gettoken", params=params, timeout=TIMEOUT).json()
-    second = requests.get(f"{standin.url}/gettoken", params=params, timeout=TIMEOUT).json()
+    first = requests.get(
+        f"{standin.url}/gettoken", params=params, timeout=TIMEOUT
+    ).json()
+    second = requests.get(
+        f"{standin.url}/gettoken", params=params, timeout=TIMEOUT
+    ).json()
 
     assert first["errcode"] == 0 and first["expires_in"] == 7200
     assert first["access_token"] == second["access_token"]
@@ -114,13 +120,15 @@ def test_v1_access_token_refuses_bad_credentials_and_non_json_bodies(standin):
     form = requests.post(url, data={"appKey": "dingtestkey", "appSecret": APP_SECRET})
 
     assert good.status_code == 200 and good.json()["expireIn"] == 7200
-    assert wrong.status_code == 400 and wrong.json()["code"] == "invalidClientIdOrSecret"
+    assert (
+        wrong.status_code == 400 and wrong.json()["code"] == "invalidClientIdOrSecret"
+    )
     assert form.status_code == 400
     assert standin.token_fetches == 1
 
 
 def test_revoked_tokens_are_refused_on_both_hosts_until_refetched(standin):
-    """After revocation oapi says 40014, v1.0 says 401; a new fetch gives a new token."""
+    """Revoked: oapi says 40014, v1.0 says 401; a new fetch gives a new token."""
     old_oapi, old_v1 = oapi_token(standin), v1_token(standin)
     standin.revoke_tokens()
 
@@ -129,9 +137,14 @@ def test_revoked_tokens_are_refused_on_both_hosts_until_refetched(standin):
     new_token = oapi_token(standin)
 
     assert refused["errcode"] == 40014
-    assert denied.status_code == 401 and denied.json()["code"] == "InvalidAuthentication"
+    assert (
+        denied.status_code == 401 and denied.json()["code"] == "InvalidAuthentication"
+    )
     assert new_token != old_oapi
-    assert oapi(standin, "/topapi/v2/user/get", {"userid": "lisi"}, new_token)["errcode"] == 0
+    assert (
+        oapi(standin, "/topapi/v2/user/get", {"userid": "lisi"}, new_token)["errcode"]
+        == 0
+    )
 
 
 def test_a_missing_token_gives_41001_on_oapi_and_401_on_v1(standin):
@@ -148,7 +161,10 @@ def test_an_expired_token_gives_42001_and_a_fresh_one_is_issued(clocked, clock):
     token = oapi_token(clocked)
     clock.now += 7201
 
-    assert oapi(clocked, "/topapi/v2/user/get", {"userid": "lisi"}, token)["errcode"] == 42001
+    assert (
+        oapi(clocked, "/topapi/v2/user/get", {"userid": "lisi"}, token)["errcode"]
+        == 42001
+    )
     assert oapi_token(clocked) != token
 
 
@@ -168,7 +184,12 @@ def test_work_notice_result_reports_invalid_forbidden_read_and_unread(standin):
     """A send resolves recipients; the result lists each kind of outcome."""
     standin.forbid(["wujiu"], code=143105)
     msg = {"msgtype": "text", "text": {"content": "deploy done"}}
-    body = {"agent_id": 1001, "userid_list": "lisi,ghost,wujiu", "dept_id_list": "4", "msg": msg}
+    body = {
+        "agent_id": 1001,
+        "userid_list": "lisi,ghost,wujiu",
+        "dept_id_list": "4",
+        "msg": msg,
+    }
 
     sent = oapi(standin, NOTICE + "asyncsend_v2", body)
     task_id = sent["task_id"]
@@ -233,8 +254,12 @@ def test_recall_of_an_unknown_task_gives_400002(standin):
     body = {"agent_id": 1001, "userid_list": "lisi", "msg": TEXT}
     task_id = oapi(standin, NOTICE + "asyncsend_v2", body, token)["task_id"]
 
-    known = oapi(standin, NOTICE + "recall", {"agent_id": 1001, "msg_task_id": task_id}, token)
-    unknown = oapi(standin, NOTICE + "recall", {"agent_id": 1001, "msg_task_id": 1}, token)
+    known = oapi(
+        standin, NOTICE + "recall", {"agent_id": 1001, "msg_task_id": task_id}, token
+    )
+    unknown = oapi(
+        standin, NOTICE + "recall", {"agent_id": 1001, "msg_task_id": 1}, token
+    )
 
     assert known["errcode"] == 0 and standin.tasks[0].recalled
     assert unknown["errcode"] == 400002
@@ -283,12 +308,16 @@ def test_group_send_checks_robot_code_and_msg_param(standin):
 
     sent = v1(standin, path, good, token)
     wrong_robot = v1(standin, path, good | {"robotCode": "other"}, token)
-    too_big = v1(standin, path, good | {"msgParam": json.dumps({"content": "x" * 15000})}, token)
+    too_big = v1(
+        standin, path, good | {"msgParam": json.dumps({"content": "x" * 15000})}, token
+    )
     not_string = v1(standin, path, good | {"msgParam": {"content": "hello"}}, token)
     missing = v1(standin, path, {k: v for k, v in good.items() if k != "msgKey"}, token)
 
     assert sent.status_code == 200 and sent.json()["processQueryKey"]
-    assert [r.status_code for r in (wrong_robot, too_big, not_string, missing)] == [400] * 4
+    assert [r.status_code for r in (wrong_robot, too_big, not_string, missing)] == [
+        400
+    ] * 4
     assert missing.json()["code"] == "MissingmsgKey"
     assert standin.group_messages[0]["msgParam"] == {"content": "hello"}
 
@@ -296,7 +325,11 @@ def test_group_send_checks_robot_code_and_msg_param(standin):
 def test_batch_send_reports_invalid_and_flow_controlled_users(standin):
     """oToMessages/batchSend lists unknown and forbidden ids and caps at 20 users."""
     standin.forbid(["lisi"])
-    body = {"robotCode": "dingtestkey", "msgKey": "sampleText", "msgParam": '{"content":"x"}'}
+    body = {
+        "robotCode": "dingtestkey",
+        "msgKey": "sampleText",
+        "msgParam": '{"content":"x"}',
+    }
     path = "/v1.0/robot/oToMessages/batchSend"
 
     sent = v1(standin, path, body | {"userIds": ["lisi", "ghost", "wangwu"]}).json()
@@ -339,10 +372,15 @@ def test_custom_robot_refusals_name_their_cause(clocked):
     stale_time = hook(clocked, stale, robot_sign(str(stale), HOOK_SECRET))
     unknown = hook(clocked, H2_TIMESTAMP, H2_SIGN, token="nosuch")
     url = f"{clocked.url}/robot/send?access_token=plainhook"
-    as_text = requests.post(url, data="{}", headers={"Content-Type": "text/plain"}).json()
+    as_text = requests.post(
+        url, data="{}", headers={"Content-Type": "text/plain"}
+    ).json()
 
     assert (bad_sign["errcode"], bad_sign["errmsg"]) == (310000, "sign not match")
-    assert (stale_time["errcode"], stale_time["errmsg"]) == (310000, "invalid timestamp")
+    assert (stale_time["errcode"], stale_time["errmsg"]) == (
+        310000,
+        "invalid timestamp",
+    )
     assert unknown["errcode"] == 400101
     assert as_text["errcode"] == 43004
 
@@ -404,7 +442,9 @@ def test_user_list_pages_through_a_department_with_cursors(clock):
             if not result["has_more"]:
                 break
             cursor = result["next_cursor"]
-        too_big = oapi(standin, "/topapi/v2/user/list", {"dept_id": 2, "size": 101}, token)
+        too_big = oapi(
+            standin, "/topapi/v2/user/list", {"dept_id": 2, "size": 101}, token
+        )
 
     assert seen == expected and pages == 3
     assert "next_cursor" not in result
@@ -441,7 +481,9 @@ def test_auth_codes_are_single_use_and_expire(clocked, clock):
 
 def test_failed_events_are_served_200_at_a_time_and_removed(standin):
     """450 failed events come back as 200, 200, 50, then nothing."""
-    standin.failed_events = [{"call_back_tag": "user_add_org", "n": n} for n in range(450)]
+    standin.failed_events = [
+        {"call_back_tag": "user_add_org", "n": n} for n in range(450)
+    ]
     token = oapi_token(standin)
     url = f"{standin.url}/call_back/get_call_back_failed_result"
 
@@ -480,7 +522,9 @@ def test_fail_can_send_errcode_as_a_string(standin):
 
 def test_fail_with_a_status_gives_a_v1_error_body(standin):
     """A status fault answers that status with {code, message, requestid}."""
-    standin.fail("/v1.0/robot/groupMessages/send", 1, status=503, code="ServiceUnavailable")
+    standin.fail(
+        "/v1.0/robot/groupMessages/send", 1, status=503, code="ServiceUnavailable"
+    )
     reply = v1(standin, "/v1.0/robot/groupMessages/send", {})
 
     assert reply.status_code == 503
@@ -512,7 +556,9 @@ def test_delay_makes_a_short_client_timeout_fire(standin):
     url = f"{standin.url}/topapi/v2/user/get"
 
     with pytest.raises(requests.Timeout):
-        requests.post(url, params={"access_token": token}, json={"userid": "lisi"}, timeout=0.3)
+        requests.post(
+            url, params={"access_token": token}, json={"userid": "lisi"}, timeout=0.3
+        )
     started = time.monotonic()
     after = requests.post(url, params={"access_token": token}, json={"userid": "lisi"})
 
@@ -530,14 +576,18 @@ def test_qps_limit_throttles_each_path_with_90018_and_403(clocked, clock):
         oapi(clocked, "/topapi/v2/user/get", {"userid": "lisi"}, token)["errcode"]
         for _ in range(3)
     ]
-    statuses = [v1(clocked, "/v1.0/robot/messageFiles/download", body, v1_tok) for _ in range(3)]
+    statuses = [
+        v1(clocked, "/v1.0/robot/messageFiles/download", body, v1_tok) for _ in range(3)
+    ]
     other_path = oapi(clocked, "/topapi/user/listid", {"dept_id": 2}, token)
     clock.now += 1.01
     later = oapi(clocked, "/topapi/v2/user/get", {"userid": "lisi"}, token)
 
     assert codes == [0, 0, 90018]
     assert [r.status_code for r in statuses] == [200, 200, 403]
-    assert statuses[2].json()["code"] == "Forbidden.AccessDenied.QpsLimitForAppkeyAndApi"
+    assert (
+        statuses[2].json()["code"] == "Forbidden.AccessDenied.QpsLimitForAppkeyAndApi"
+    )
     assert other_path["errcode"] == 0 and later["errcode"] == 0
     assert clocked.token_fetches == 2
 
@@ -549,7 +599,10 @@ def test_reset_drops_faults_and_calls_but_keeps_tokens(standin):
     standin.set_qps_limit(1)
     standin.reset()
 
-    replies = [oapi(standin, "/topapi/v2/user/get", {"userid": "lisi"}, token) for _ in range(3)]
+    replies = [
+        oapi(standin, "/topapi/v2/user/get", {"userid": "lisi"}, token)
+        for _ in range(3)
+    ]
 
     assert [reply["errcode"] for reply in replies] == [0, 0, 0]
     assert len(standin.calls) == 3
@@ -578,15 +631,21 @@ def test_the_http_control_api_drives_the_standin(standin):
     """Faults, sessions, stats and reset work through /_standin/ as JSON."""
     control = f"{standin.url}/_standin"
     token = oapi_token(standin)
-    requests.post(f"{control}/fail", json={"path": "/topapi/v2/user/get", "times": 1,
-                                           "errcode": 90018})
+    requests.post(
+        f"{control}/fail",
+        json={"path": "/topapi/v2/user/get", "times": 1, "errcode": 90018},
+    )
     failed = oapi(standin, "/topapi/v2/user/get", {"userid": "lisi"}, token)
     session = requests.post(f"{control}/session", json={"session": "abc"}).json()
     requests.post(session["url"], json={"msgtype": "text", "text": {"content": "hi"}})
     requests.post(f"{control}/expire_session", json={"session": "abc"})
-    expired = requests.post(session["url"], json={"msgtype": "text", "text": {"content": "x"}})
+    expired = requests.post(
+        session["url"], json={"msgtype": "text", "text": {"content": "x"}}
+    )
     stats = requests.get(f"{control}/stats").json()
-    calls = requests.get(f"{control}/calls", params={"path": "/gettoken"}).json()["calls"]
+    calls = requests.get(f"{control}/calls", params={"path": "/gettoken"}).json()[
+        "calls"
+    ]
     bad = requests.post(f"{control}/fail", json={"times": 0, "errcode": 1})
     requests.post(f"{control}/reset")
 
@@ -604,7 +663,9 @@ def test_nothing_logged_or_printed_carries_a_token_or_secret(standin, caplog, ca
     caplog.set_level(logging.DEBUG)
     token = oapi_token(standin)
     oapi(standin, "/topapi/v2/user/get", {"userid": "lisi"}, token)
-    requests.get(f"{standin.url}/gettoken?appkey=dingtestkey&appsecret=wrong-{APP_SECRET}")
+    requests.get(
+        f"{standin.url}/gettoken?appkey=dingtestkey&appsecret=wrong-{APP_SECRET}"
+    )
     hook(standin, H2_TIMESTAMP, H2_SIGN)
     v1(standin, "/v1.0/robot/messageFiles/download", {})
 
@@ -628,8 +689,21 @@ def test_the_command_line_serves_until_sigterm(tmp_path):
     """`python -m bot.simulator` prints its URL, serves, and exits 0 on SIGTERM."""
     root = Path(__file__).resolve().parents[1]
     process = subprocess.Popen(
-        [sys.executable, "-m", "bot.simulator", "--port", "0", "--org-users", "300",
-         "--qps", "20", "--app-key", "clikey", "--app-secret", "cli-secret"],
+        [
+            sys.executable,
+            "-m",
+            "bot.simulator",
+            "--port",
+            "0",
+            "--org-users",
+            "300",
+            "--qps",
+            "20",
+            "--app-key",
+            "clikey",
+            "--app-secret",
+            "cli-secret",
+        ],
         cwd=root,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

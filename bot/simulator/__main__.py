@@ -30,7 +30,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--host", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8900, help="0 picks a free port")
     parser.add_argument("--org-users", type=int, help="generate an org of N users")
-    parser.add_argument("--org-departments", type=int, help="departments, root included")
+    parser.add_argument(
+        "--org-departments", type=int, help="departments, root included"
+    )
     parser.add_argument("--qps", type=int, help="per-API QPS limit for app-token calls")
     parser.add_argument("--app-key", default="dingtestkey")
     parser.add_argument("--app-secret", default="test-app-secret")

@@ -41,7 +41,9 @@ class Contacts:
             self._codes[code] = (userid, self._clock() + AUTH_CODE_TTL)
         return code
 
-    def _department(self, fields: dict[str, Any], default: int | None) -> Department | None:
+    def _department(
+        self, fields: dict[str, Any], default: int | None
+    ) -> Department | None:
         dept_id = as_int(fields.get("dept_id", default))
         return None if dept_id is None else self._org.department(dept_id)
 
@@ -76,7 +78,9 @@ class Contacts:
         if dept is None:
             return _no_department()
         subtree_users = {
-            user.userid for sub in self._org.subtree(dept.dept_id) for user in self._org.members(sub)
+            user.userid
+            for sub in self._org.subtree(dept.dept_id)
+            for user in self._org.members(sub)
         }
         result = {
             "dept_id": dept.dept_id,

@@ -119,9 +119,13 @@ def register_controls(app: Flask, standin: "StandIn") -> None:
         app.add_url_rule(rule, f"standin_{name}", _guarded(view), methods=methods)
 
     def download(code: str) -> Response:
-        return Response(f"stand-in file {code}".encode(), mimetype="application/octet-stream")
+        return Response(
+            f"stand-in file {code}".encode(), mimetype="application/octet-stream"
+        )
 
-    app.add_url_rule("/_standin/files/<path:code>", "standin_files", download, methods=["GET"])
+    app.add_url_rule(
+        "/_standin/files/<path:code>", "standin_files", download, methods=["GET"]
+    )
 
 
 def _guarded(view: Any) -> Any:

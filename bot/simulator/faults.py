@@ -164,8 +164,10 @@ class Faults:
         with self._lock:
             self._faults.append(fault)
 
-    def delay(self, seconds: float, path: str | None = None, times: int | None = None) -> None:
-        """Add ``seconds`` of latency to matching calls (``times`` None: until reset)."""
+    def delay(
+        self, seconds: float, path: str | None = None, times: int | None = None
+    ) -> None:
+        """Add ``seconds`` of latency to matching calls (``times`` None: forever)."""
         if seconds < 0 or (times is not None and times < 1):
             raise ValueError("seconds must be >= 0 and times, if given, >= 1")
         with self._lock:
@@ -223,4 +225,3 @@ class Faults:
             self._faults.clear()
             self._delays.clear()
         self.set_qps_limit(qps_limit)
-

@@ -117,7 +117,9 @@ class Notices:
             return bad_parameter("agent_id")
         return None
 
-    def _recipients(self, users: list[str], depts: list[int], to_all: bool) -> list[str]:
+    def _recipients(
+        self, users: list[str], depts: list[int], to_all: bool
+    ) -> list[str]:
         if to_all:
             return [user.userid for user in self._org.users]
         found = dict.fromkeys(userid for userid in users if self._org.user(userid))
@@ -138,7 +140,9 @@ class Notices:
         users = _split_ids(fields.get("userid_list"))
         depts = _split_ids(fields.get("dept_id_list"))
         if users is None or depts is None:
-            return bad_parameter("userid_list and dept_id_list are comma-separated strings")
+            return bad_parameter(
+                "userid_list and dept_id_list are comma-separated strings"
+            )
         if len(users) > MAX_USERS:
             return bad_parameter(f"userid_list has more than {MAX_USERS} ids")
         if len(depts) > MAX_DEPTS:
@@ -161,10 +165,14 @@ class Notices:
         task = self._record(users, [int(dept) for dept in depts], to_all, msg)
         return ok(task_id=task.task_id)
 
-    def _record(self, users: list[str], depts: list[int], to_all: bool, msg: dict) -> Task:
+    def _record(
+        self, users: list[str], depts: list[int], to_all: bool, msg: dict
+    ) -> Task:
         recipients = self._recipients(users, depts, to_all)
         with self._lock:
-            forbidden = {u: self._forbidden[u] for u in recipients if u in self._forbidden}
+            forbidden = {
+                u: self._forbidden[u] for u in recipients if u in self._forbidden
+            }
             for userid in recipients:
                 self._received[userid] = self._received.get(userid, 0) + 1
             task = Task(
@@ -228,4 +236,3 @@ class Notices:
         with self._lock:
             task.recalled = True
         return ok()
-

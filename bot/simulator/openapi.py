@@ -69,7 +69,7 @@ class RobotApi:
 
     @property
     def group_messages(self) -> list[dict[str, Any]]:
-        """Accepted group sends: robotCode, openConversationId, msgKey, msgParam (parsed)."""
+        """Accepted group sends, as sent but with ``msgParam`` parsed."""
         with self._lock:
             return list(self._group_messages)
 
@@ -109,7 +109,9 @@ class RobotApi:
         if refusal:
             return refusal
         with self._lock:
-            self._group_messages.append({**body, "msgParam": json.loads(body["msgParam"])})
+            self._group_messages.append(
+                {**body, "msgParam": json.loads(body["msgParam"])}
+            )
         return Reply(200, {"processQueryKey": _process_query_key()})
 
     def batch_send(self, request: ApiRequest) -> Reply:
@@ -120,7 +122,9 @@ class RobotApi:
         if refusal:
             return refusal
         user_ids = body["userIds"]
-        if not isinstance(user_ids, list) or not all(isinstance(u, str) for u in user_ids):
+        if not isinstance(user_ids, list) or not all(
+            isinstance(u, str) for u in user_ids
+        ):
             return invalid_parameter("userIds must be a list of strings")
         if len(user_ids) > MAX_BATCH_USERS:
             return invalid_parameter(f"userIds has more than {MAX_BATCH_USERS} ids")

@@ -77,7 +77,9 @@ class Org:
     department.
     """
 
-    def __init__(self, departments: Iterable[Department], users: Iterable[User]) -> None:
+    def __init__(
+        self, departments: Iterable[Department], users: Iterable[User]
+    ) -> None:
         self._departments: dict[int, Department] = {}
         self._children: dict[int, list[int]] = {}
         self._members: dict[int, list[str]] = {}
@@ -184,7 +186,9 @@ class Org:
             members.append(
                 User(
                     userid=f"user{n:0{width}d}",
-                    name=rng.choice(_SURNAMES) + rng.choice(_GIVEN) + rng.choice(_GIVEN),
+                    name=rng.choice(_SURNAMES)
+                    + rng.choice(_GIVEN)
+                    + rng.choice(_GIVEN),
                     dept_id_list=dept_ids,
                     mobile=f"139{n:08d}",
                     title=_TITLES[n % len(_TITLES)],

@@ -86,7 +86,9 @@ def build_routes(standin: "StandIn") -> dict[str, Route]:
 def _not_routed(path: str, status: int) -> Reply:
     message = "no such API in the stand-in" if status == 404 else "method not allowed"
     if is_openapi_path(path):
-        return openapi_error(status, "NotFound" if status == 404 else "MethodNotAllowed", message)
+        return openapi_error(
+            status, "NotFound" if status == 404 else "MethodNotAllowed", message
+        )
     return Reply(status, {"errcode": status, "errmsg": message})
 
 
@@ -140,9 +142,13 @@ def build_app(standin: "StandIn") -> Flask:
                 at=arrived,
             )
         )
-        return Response(reply.encode(), status=reply.status, content_type=reply.content_type)
+        return Response(
+            reply.encode(), status=reply.status, content_type=reply.content_type
+        )
 
-    app.add_url_rule("/", "api_root", serve_api, defaults={"path": ""}, methods=API_METHODS)
+    app.add_url_rule(
+        "/", "api_root", serve_api, defaults={"path": ""}, methods=API_METHODS
+    )
     app.add_url_rule("/<path:path>", "api", serve_api, methods=API_METHODS)
     register_controls(app, standin)
     return app

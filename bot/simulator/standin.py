@@ -195,10 +195,18 @@ class StandIn:
         error body whose ``code`` defaults from the status.
         Raises ValueError for a fault that says nothing.
         """
-        self.faults.fail(path, times, errcode=errcode, status=status, body=body, code=code)
+        self.faults.fail(
+            path, times, errcode=errcode, status=status, body=body, code=code
+        )
 
-    def delay(self, seconds: float, path: str | None = None, times: int | None = None) -> None:
-        """Add latency to matching calls (path None: any non-token path; times None: until reset)."""
+    def delay(
+        self, seconds: float, path: str | None = None, times: int | None = None
+    ) -> None:
+        """Add latency to matching calls.
+
+        ``path`` None matches any path but the token endpoints; ``times`` None
+        keeps the delay until ``reset()``.
+        """
         self.faults.delay(seconds, path, times)
 
     def set_qps_limit(self, limit: int | None) -> None:
@@ -226,7 +234,9 @@ class StandIn:
 
     # -- robot sessions and webhooks --------------------------------------
 
-    def session_webhook(self, session: str = "s1", expires_in: float = 5400) -> tuple[str, int]:
+    def session_webhook(
+        self, session: str = "s1", expires_in: float = 5400
+    ) -> tuple[str, int]:
         """Open a session webhook; returns its URL and expiry in epoch ms."""
         expires_at_ms = self.sessions.create(session, expires_in)
         return f"{self.url}/robot/sendBySession?session={session}", expires_at_ms
@@ -260,7 +270,7 @@ class StandIn:
         self.notices.mark_read(task_id, user_ids)
 
     def auth_code(self, userid: str) -> str:
-        """A single-use, 5-minute login code for ``getuserinfo``. KeyError if unknown."""
+        """A single-use, 5-minute code for ``getuserinfo``; KeyError if unknown."""
         return self.contacts.auth_code(userid)
 
     @property

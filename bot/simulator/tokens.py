@@ -54,7 +54,9 @@ class Tokens:
         with self._lock:
             self.fetches += 1
             current = self._current.get(kind)
-            token = current[0] if current and current[1] > now else secrets.token_hex(16)
+            token = (
+                current[0] if current and current[1] > now else secrets.token_hex(16)
+            )
             self._current[kind] = (token, now + self._ttl)
             return token
 
@@ -68,12 +70,14 @@ class Tokens:
         return ok(access_token=token, expires_in=self._ttl)
 
     def access_token(self, request: ApiRequest) -> Reply:
-        """``POST /v1.0/oauth2/accessToken``: HTTP 400 for bad creds or a non-JSON body."""
+        """``POST /v1.0/oauth2/accessToken``: HTTP 400 for bad creds or non-JSON."""
         body = request.json
         if not isinstance(body, dict):
             return openapi_error(400, "MissingBody", "body is mandatory")
         if not self._credentials_match(body.get("appKey"), body.get("appSecret")):
-            return openapi_error(400, "invalidClientIdOrSecret", "无效的clientId或者clientSecret")
+            return openapi_error(
+                400, "invalidClientIdOrSecret", "无效的clientId或者clientSecret"
+            )
         token = self._issue("v1")
         return Reply(200, {"accessToken": token, "expireIn": self._ttl})
 
@@ -100,7 +104,9 @@ class Tokens:
         if is_openapi_path(request.path):
             token = request.headers.get(OPENAPI_TOKEN_HEADER, "")
             if not token or self._status(token) != "valid":
-                return openapi_error(401, "InvalidAuthentication", "不合法的access_token")
+                return openapi_error(
+                    401, "InvalidAuthentication", "不合法的access_token"
+                )
             return None
 
         token = request.query.get("access_token", "")

@@ -155,8 +155,9 @@ class CustomRobots:
         if refusal:
             return refusal
         if not self._window.admit(token):
-            return oapi_error(self._throttle_code, "send too fast, exceed 20 times per minute")
+            return oapi_error(
+                self._throttle_code, "send too fast, exceed 20 times per minute"
+            )
         with self._lock:
             self._messages.setdefault(token, []).append(request.json)
         return ok()
-

@@ -64,7 +64,9 @@ class ApiRequest:
                 parsed = None
 
         form = {}
-        if lowered.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+        if lowered.get("content-type", "").startswith(
+            "application/x-www-form-urlencoded"
+        ):
             form = dict(parse_qsl(text, keep_blank_values=True))
         return cls(method, path, query, lowered, text, parsed, form)
 
@@ -104,7 +106,9 @@ class Reply:
 
 def ok(**fields: Any) -> Reply:
     """An oapi success: errcode 0 plus ``fields``."""
-    return Reply(200, {"errcode": 0, "errmsg": "ok", **fields, "request_id": request_id()})
+    return Reply(
+        200, {"errcode": 0, "errmsg": "ok", **fields, "request_id": request_id()}
+    )
 
 
 def oapi_error(errcode: int | str, errmsg: str) -> Reply:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import click
 
-from bot.config import load_settings
+from bot.config import Settings, load_settings
 from bot.errors import BotError, ConfigError
 
 #: Credentials the dev mode gives both the bot and the stand-in.
@@ -69,14 +69,14 @@ def procfile_command(process: str = "web", procfile: Path | None = None) -> str:
 @main.command("run")
 def run() -> None:
     """Serve the bot with gunicorn, exactly as the Procfile's web line does."""
-    _exit_on_bad_config()
-    os.environ.setdefault("PORT", "8000")
+    settings = _exit_on_bad_config()
+    os.environ.setdefault("PORT", str(settings.port))
     os.execvp("bash", ["bash", "-c", "exec " + procfile_command("web")])
 
 
-def _exit_on_bad_config() -> None:
+def _exit_on_bad_config() -> Settings:
     try:
-        load_settings()
+        return load_settings()
     except ConfigError as exc:
         click.echo(f"dingbot: configuration error: {exc}", err=True)
         sys.exit(3)
@@ -186,3 +186,7 @@ def _render(body: dict) -> str:
     if kind == "markdown":
         return part.get("text", "")
     return json.dumps(body, ensure_ascii=False, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -123,6 +123,13 @@ def _optional_url(value: Any) -> str:
     return _url(value) if _text(value) else ""
 
 
+def _redis_url(value: Any) -> str:
+    text = _text(value)
+    if text and urlsplit(text).scheme not in ("redis", "rediss", "unix"):
+        raise ValueError("must be a redis://, rediss:// or unix:// URL")
+    return text
+
+
 def _log_level(value: Any) -> str:
     level = _text(value).upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
@@ -184,7 +191,7 @@ OPTIONS: tuple[Option, ...] = (
            3600.0, help="How far (seconds) a callback timestamp may be from now."),
     Option("data_dir", "DINGBOT_DATA_DIR", "state.data_dir", _path, Path("data"),
            help="Directory for embedded state (SQLite)."),
-    Option("redis_url", "REDIS_URL", "state.redis_url", _optional_url, "", secret=True,
+    Option("redis_url", "REDIS_URL", "state.redis_url", _redis_url, "", secret=True,
            help="Redis for shared state and job queues across machines."),
     Option("sentry_dsn", "SENTRY_DSN", "observe.sentry_dsn", _optional_url, "",
            secret=True, help="Sentry DSN; errors are reported when set."),
@@ -352,9 +359,9 @@ def load_settings(
         try:
             values[option.name] = option.parse(raw)
         except (ValueError, TypeError) as exc:
-            raise ConfigError(
-                source, f"is malformed: {exc}", f"correct {source} and restart",
-            ) from None
+            # Parsers' own messages can quote the value; never a secret's.
+            problem = "is malformed" if option.secret else f"is malformed: {exc}"
+            raise ConfigError(source, problem, f"correct {source} and restart") from None
 
     if require_credentials:
         _require(values, "app_key", "DINGTALK_APP_KEY")

@@ -21,8 +21,16 @@ from bot.errors import ConfigError
 
 # The bind address comes from the Procfile (0.0.0.0:$PORT); this default
 # serves `gunicorn -c python:bot.gunicorn_conf bot.wsgi:app` run by hand.
-bind = [f"0.0.0.0:{os.environ.get('PORT', '8000')}"]
-workers = int(os.environ.get("WEB_CONCURRENCY", "2") or 2)
+def _settings_or_none():
+    try:
+        return load_settings(require_credentials=False)
+    except ConfigError:
+        return None  # on_starting reports it, in one line
+
+
+_settings = _settings_or_none()
+bind = [f"0.0.0.0:{_settings.port if _settings else 8000}"]
+workers = _settings.web_concurrency if _settings else 2
 worker_class = "gthread"
 threads = int(os.environ.get("DINGBOT_WEB_THREADS", "8") or 8)
 # SIGTERM: stop accepting, let requests and handler jobs finish this long.

@@ -11,6 +11,7 @@ redis-py, whatever ends up on ``sys.path``.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -80,6 +81,7 @@ return string.format(fmt, slot - now)
 def _translate_errors(method: Callable[P, R]) -> Callable[P, R]:
     """Turn Redis connection failures into :class:`StateUnavailableError`."""
 
+    @functools.wraps(method)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return method(*args, **kwargs)
@@ -92,13 +94,10 @@ def _translate_errors(method: Callable[P, R]) -> Callable[P, R]:
                 f"REDIS_URL points at it"
             ) from exc
 
-    wrapper.__name__ = method.__name__
-    wrapper.__qualname__ = method.__qualname__
-    wrapper.__doc__ = method.__doc__
     return wrapper
 
 
-class _Client:
+class _ProcessClient:
     """One process's redis-py client and its registered scripts."""
 
     def __init__(self, url: str) -> None:
@@ -134,7 +133,7 @@ class RedisStore:
                 "use redis://[:password@]host:port/db, rediss:// or unix://",
             ) from None
         self._url = url
-        self._client: _Client | None = None
+        self._client: _ProcessClient | None = None
 
     def __repr__(self) -> str:
         # Never the URL: it may carry a password.
@@ -191,7 +190,7 @@ class RedisStore:
             raise ValueError("limit must be at least 1")
         if not window > 0:
             raise ValueError(f"window must be positive, got {window!r}")
-        client = self._scripts()
+        client = self._process_client()
         member = secrets.token_hex(8)
         args: list[Any] = [limit, repr(float(window)), member]
         delay = client.reserve(keys=[PREFIX + "rate:" + bucket], args=args)
@@ -208,17 +207,17 @@ class RedisStore:
         if client is not None and client.pid == os.getpid():
             client.redis.close()
 
-    def _scripts(self) -> _Client:
+    def _process_client(self) -> _ProcessClient:
         client = self._client
         if client is None or client.pid != os.getpid():
             # A pool made before fork is dropped, not closed: closing it
             # here would shut sockets the parent still uses. Two threads
             # racing here each build one; the loser is simply dropped.
-            client = self._client = _Client(self._url)
+            client = self._client = _ProcessClient(self._url)
         return client
 
     def _redis(self) -> redis.Redis:
-        return self._scripts().redis
+        return self._process_client().redis
 
     @_translate_errors
     def _take_lock(self, key: str, owner: str, px: int) -> bool:
@@ -226,7 +225,7 @@ class RedisStore:
 
     @_translate_errors
     def _release_lock(self, key: str, owner: str) -> None:
-        self._scripts().release(keys=[key], args=[owner])
+        self._process_client().release(keys=[key], args=[owner])
 
 
 def _ms(name: str, seconds: float) -> int:

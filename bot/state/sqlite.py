@@ -13,6 +13,7 @@ before a fork is therefore left untouched (not even closed) in the child.
 from __future__ import annotations
 
 import fcntl
+import functools
 import logging
 import os
 import secrets
@@ -75,7 +76,6 @@ _NTH_NEWEST_SLOT = """
 """
 _ADD_SLOT = "INSERT INTO slots (bucket, at, expires) VALUES (?, ?, ?)"
 
-# (owner pid, owner thread, connection)
 _Opened = tuple[int, "weakref.ref[threading.Thread]", sqlite3.Connection]
 
 # Stores alive in this process, so the fork hook below can reset them.
@@ -93,6 +93,7 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 def _translate_errors(method: Callable[P, R]) -> Callable[P, R]:
     """Turn SQLite failures into :class:`StateUnavailableError`."""
 
+    @functools.wraps(method)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return method(*args, **kwargs)
@@ -104,9 +105,6 @@ def _translate_errors(method: Callable[P, R]) -> Callable[P, R]:
                 f"({exc}); check that the directory is writable and not full"
             ) from exc
 
-    wrapper.__name__ = method.__name__
-    wrapper.__qualname__ = method.__qualname__
-    wrapper.__doc__ = method.__doc__
     return wrapper
 
 
@@ -116,8 +114,8 @@ class SQLiteStore:
     Nothing is opened until first use; the parent directory is created
     then if missing. Every method raises :class:`StateUnavailableError`
     when the file cannot be opened or stays locked past the busy timeout.
-    Expired rows are ignored on read and deleted by whichever process
-    writes first after ``purge_interval`` seconds.
+    Expired rows are ignored on read; each process deletes them on its
+    first write after every ``purge_interval`` seconds.
     """
 
     def __init__(self, path: Path, purge_interval: float = 60.0) -> None:

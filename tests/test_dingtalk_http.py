@@ -283,7 +283,7 @@ def test_transient_errors_give_up_after_max_attempts(client, standin):
 
 
 def test_no_secret_or_token_in_logs_or_errors(client, standin, caplog):
-    """Across token fetches, retries and failures, nothing secret is logged or raised."""
+    """Across token fetches, retries and failures nothing secret is logged or raised."""
     caplog.set_level(logging.DEBUG)
     raised: list[str] = []
     standin.fail(SEND, 1, status=502)
@@ -308,3 +308,16 @@ def test_no_secret_or_token_in_logs_or_errors(client, standin, caplog):
     text += "".join(r.getMessage() for r in caplog.records)
     for secret in secrets:
         assert secret not in text
+
+
+def test_failed_events_are_read_page_by_page(client, standin):
+    """failed_events() follows has_more until DingTalk's list is drained."""
+    standin.failed_events = [
+        {"call_back_tag": "user_add_org", "event_time": n,
+         "user_add_org": {"userid": [f"u{n}"], "corpid": "dingcorp"}}
+        for n in range(250)]
+
+    events = list(client.failed_events())
+
+    assert [e["event_time"] for e in events] == list(range(250))
+    assert len(standin.calls_to("/call_back/get_call_back_failed_result")) == 2

@@ -1,4 +1,4 @@
-"""Work notices: batching, size check, results, recall, token revocation, fan-out pace."""
+"""Work notices: batching, size check, results, recall, token errors, fan-out pace."""
 
 from __future__ import annotations
 
@@ -55,8 +55,9 @@ def test_users_are_sent_in_batches_of_100_with_progress(client, standin):
     users = [f"user{i:03d}" for i in range(250)]
     seen: list[tuple[int, int]] = []
 
-    task_ids = client.notices.send("maintenance at 22:00", user_ids=users,
-                                   progress=lambda done, total: seen.append((done, total)))
+    task_ids = client.notices.send(
+        "maintenance at 22:00", user_ids=users,
+        progress=lambda done, total: seen.append((done, total)))
 
     calls = standin.calls_to(SEND)
     assert [len(c.body["userid_list"].split(",")) for c in calls] == [100, 100, 50]

@@ -16,13 +16,14 @@ from bot.dingtalk import (
     SessionExpiredError,
     WebhookThrottledError,
 )
+from bot.dingtalk.http import Transport
 from bot.dingtalk.robot import sign
 from bot.messages import markdown, text
 from bot.simulator import Org, StandIn
 from bot.state.sqlite import SQLiteStore
 
-APP_KEY, APP_SECRET, AGENT_ID, ROBOT_CODE = "dingtestkey", "test-app-secret", 1001, \
-    "dingtestkey"
+APP_KEY, APP_SECRET, AGENT_ID = "dingtestkey", "test-app-secret", 1001
+ROBOT_CODE = "dingtestkey"
 HOOK_TOKEN, HOOK_SECRET = "hooktoken", "SECtestsecret"
 GROUP_SEND = "/v1.0/robot/groupMessages/send"
 BATCH_SEND = "/v1.0/robot/oToMessages/batchSend"
@@ -46,9 +47,10 @@ def store(tmp_path: Path):
 def client(standin, store):
     standin.reset()
     return DingTalkClient(
-        app_key=APP_KEY, app_secret=APP_SECRET, agent_id=AGENT_ID, robot_code=ROBOT_CODE,
-        oapi_url=standin.url, api_url=standin.url, store=store, timeout=(2.0, 2.0),
-        max_attempts=3, backoff_base=0.01, backoff_cap=0.05, throttle_pause=0.01)
+        app_key=APP_KEY, app_secret=APP_SECRET, agent_id=AGENT_ID,
+        robot_code=ROBOT_CODE, oapi_url=standin.url, api_url=standin.url, store=store,
+        timeout=(2.0, 2.0), max_attempts=3, backoff_base=0.01, backoff_cap=0.05,
+        throttle_pause=0.01)
 
 
 def now_ms() -> int:
@@ -215,3 +217,24 @@ def test_webhook_throttled_beyond_the_retries_raises(client, standin):
         webhook.send("page the oncall")
 
     assert len(standin.calls_to("/robot/send")) == 2
+
+
+def test_webhook_minute_budget_is_shared_between_processes(store):
+    """Two senders on one Store share 20 a minute: the 21st waits about a minute."""
+    with StandIn(app_key=APP_KEY, app_secret=APP_SECRET, agent_id=AGENT_ID,
+                 org=Org.small(), webhook_secrets={"hook2": HOOK_SECRET}) as server:
+        pauses: list[float] = []
+        transport = Transport(app_key=APP_KEY, store=store, sleep=pauses.append)
+        senders = [GroupWebhook("hook2", HOOK_SECRET, store=store, transport=transport,
+                                oapi_url=server.url, penalty_retries=0)
+                   for _ in range(2)]
+        for n in range(20):
+            senders[n % 2].send(f"message {n}")
+        assert pauses == []
+
+        # The pause is only recorded, so the stand-in sees a 21st message
+        # within the minute and throttles it, as DingTalk would.
+        with pytest.raises(WebhookThrottledError):
+            senders[0].send("one too many")
+
+    assert len(pauses) == 1 and 55.0 < pauses[0] <= 60.0

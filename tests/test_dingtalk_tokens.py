@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import threading
 import time
 from pathlib import Path
@@ -245,3 +247,49 @@ def test_many_threads_with_an_empty_cache_fetch_one_token(standin, tmp_path):
     assert failures == []
     assert standin.token_fetches - before == 1
     assert len(standin.calls_to("/topapi/v2/user/get")) == 24
+
+
+def _worker_process(url: str, store_path: str, redis_url: str | None) -> None:
+    """Body of one spawned worker: build a client on the shared Store, call once."""
+    from bot.state.redisstore import RedisStore
+
+    store = RedisStore(redis_url) if redis_url else SQLiteStore(Path(store_path))
+    client = DingTalkClient(
+        app_key=APP_KEY, app_secret=APP_SECRET, agent_id=AGENT_ID, robot_code=APP_KEY,
+        oapi_url=url, api_url=url, store=store)
+    client.contacts.user("zhangsan")
+
+
+def redis_url_or_skip() -> str:
+    from bot.state.redisstore import RedisStore
+
+    url = os.environ.get("REDIS_TEST_URL", "redis://127.0.0.1:6379/15")
+    store = RedisStore(url)
+    try:
+        store.ping()
+    except Exception as exc:  # any failure means: no usable server here
+        pytest.skip(f"no Redis server answers at REDIS_TEST_URL ({type(exc).__name__})")
+    store.delete(f"token:legacy:{APP_KEY}")
+    return url
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+def test_worker_processes_share_one_token_fetch(standin, tmp_path, backend):
+    """Four spawned worker processes on one Store fetch a single token."""
+    redis_url = redis_url_or_skip() if backend == "redis" else None
+    standin.reset()
+    standin.delay(0.3, path="/gettoken")  # keep the first fetch in flight a while
+    before = standin.token_fetches
+    spawn = multiprocessing.get_context("spawn")
+    workers = [spawn.Process(target=_worker_process,
+                             args=(standin.url, str(tmp_path / "s.sqlite3"), redis_url))
+               for _ in range(4)]
+
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+
+    assert [w.exitcode for w in workers] == [0, 0, 0, 0]
+    assert standin.token_fetches - before == 1
+    assert len(standin.calls_to("/topapi/v2/user/get")) == 4

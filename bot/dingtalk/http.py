@@ -391,8 +391,11 @@ class Transport:
             try:
                 return self._send(method, url, api, style, query, body, headers)
             except (TransportError, ThrottledError) as err:
+                # A POST that timed out may still have been carried out. Known
+                # limit: resends lean on DingTalk's dedupe (same work notice
+                # content to a user once a day, protocol 5.3; robot msgUuid).
                 if isinstance(err, WebhookThrottledError):
-                    raise self._final(err, attempt) from None
+                    raise self._final(err, attempt + 1) from None
                 pause = policy.delay(attempt, err)
                 attempt += 1
                 out_of_time = time.monotonic() + pause > deadline

@@ -83,3 +83,13 @@ def live_settings(tmp_path: Path, standin) -> Settings:
     """Settings whose DingTalk URLs point at the stand-in."""
     standin.reset()
     return make_settings(tmp_path, oapi_url=standin.url, api_url=standin.url)
+
+
+@pytest.fixture
+def live_client(live_settings):
+    """A Flask test client of a bot whose DingTalk is the stand-in."""
+    from bot.web import create_app
+
+    app = create_app(live_settings)
+    yield app.test_client()
+    app.extensions["dingbot"].pool.shutdown(wait=True)

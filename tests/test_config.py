@@ -102,7 +102,7 @@ def _check_config(env: dict[str, str], tmp_path) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items()
              if not k.startswith(("DINGTALK_", "DINGBOT_"))}
     return subprocess.run(
-        [sys.executable, "-m", "bot.cli", "check-config"], env={**clean, **env},
+        [sys.executable, "-m", "bot", "check-config"], env={**clean, **env},
         cwd=tmp_path, capture_output=True, text=True, timeout=60,
     )
 

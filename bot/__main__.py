@@ -1,0 +1,5 @@
+"""``python -m bot`` runs the ``dingbot`` command."""
+
+from bot.cli import main
+
+main()

@@ -44,7 +44,7 @@ class DingTalkClient:
         backoff_base: float = 0.5,
         backoff_cap: float = 8.0,
         throttle_pause: float = 1.0,
-        rate_margin: float = 0.15,
+        rate_margin: float = 0.05,
     ) -> None:
         self.app_key = app_key
         self.agent_id = agent_id

@@ -338,7 +338,7 @@ class Transport:
         qps: int = 20,
         timeout: tuple[float, float] = (3.05, 10.0),
         retry: RetryPolicy | None = None,
-        rate_margin: float = 0.15,
+        rate_margin: float = 0.05,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.app_key = app_key

@@ -44,6 +44,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.extensions["dingbot"] = services
     robot = RobotResponder(services)
     events = _event_responder(services)
+    app.extensions["dingbot.events"] = events
 
     @app.before_request
     def bind_trace_id() -> None:

@@ -98,7 +98,30 @@ class RobotResponder:
             self._log(message, route.command, watch, command=route.command)
             return text(route.answer).to_webhook()
 
+        if route.inline:
+            return self._run_inline(message, route, watch)
         return self._run(message, route, watch)
+
+    def _run_inline(
+        self, message: Message, route: Route, watch: observe.Stopwatch
+    ) -> dict[str, Any]:
+        """Run a handler declared I/O-free on this thread: no hand-off cost."""
+        trace_id = observe.trace_id_var.get()
+        ctx = Context(self.services, trace_id, message=message, args=route.args,
+                      match=route.match, command=route.command)
+        answer = self._answer_of(ctx, route, trace_id)
+        if answer is not None and not answer.http_reply_supported:
+            self._deliver_elsewhere(message, answer, route.command)
+            answer = None
+        self._log(message, "answered", watch, command=route.command)
+        return answer.to_webhook() if answer is not None else EMPTY
+
+    def _deliver_elsewhere(self, message: Message, answer: Outgoing, command: str) -> None:
+        """Post an answer the HTTP reply cannot carry, off this thread if possible."""
+        try:
+            self.services.pool.submit(self._deliver_late, message, answer, command)
+        except PoolFullError:
+            self._deliver_late(message, answer, command)
 
     def _run(self, message: Message, route: Route, watch: observe.Stopwatch) -> dict[str, Any]:
         handoff = _Handoff()

@@ -1,17 +1,27 @@
-"""The Flask app: routes, and the translation between HTTP and the bot.
+"""The web layer: the two callback endpoints and the Flask app around them.
 
-This is the only module that imports Flask. Each route reads the raw
-request, hands plain values to the responder, and turns its answer, or
-its RequestRejected, into a response. Client errors get a short JSON
-reason; anything unexpected is logged with its traceback and answered
-with a bare 500 carrying the trace id.
+This is the only module that imports Flask. Each callback endpoint reads
+the raw request, hands plain values to its responder, and turns the
+answer, or a RequestRejected, into a response. Client errors get a short
+JSON reason; anything unexpected is logged with its traceback and
+answered with a bare 500 carrying the trace id.
+
+The callback endpoints are plain WSGI in front of Flask: they are the hot
+path (every chat message and event), and Flask's per-request machinery
+(request context, URL map, response object) cost more CPU than all of the
+bot's own checks together. Health, readiness and metrics stay in Flask.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Callable, Iterable
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import parse_qsl
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
 from bot import observe
@@ -46,24 +56,6 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     events = _event_responder(services)
     app.extensions["dingbot.events"] = events
 
-    @app.before_request
-    def bind_trace_id() -> None:
-        observe.bind_trace_id()
-
-    @app.post("/dingtalk/robot")
-    def robot_callback() -> Response:
-        answer = robot.handle(
-            request.headers.get("timestamp"), request.headers.get("sign"),
-            request.get_data(cache=False),
-        )
-        return jsonify(answer)
-
-    @app.post("/dingtalk/events")
-    def event_callback() -> Response:
-        if events is None:
-            raise RequestRejected("event callbacks are not configured", status=404)
-        return jsonify(events.handle(request.args, request.get_data(cache=False)))
-
     @app.get("/healthz")
     def healthz() -> Response:
         return jsonify(status="ok")
@@ -82,9 +74,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         body, content_type = observe.render_metrics()
         return Response(body, content_type=content_type)
 
-    app.register_error_handler(RequestRejected, _rejected)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected)
+    app.wsgi_app = CallbackEndpoints(app.wsgi_app, robot, events)
     return app
 
 
@@ -95,13 +87,6 @@ def _event_responder(services: Services):  # -> EventResponder | None
     from bot.eventflow import EventResponder
 
     return EventResponder(services)
-
-
-def _rejected(exc: RequestRejected) -> tuple[Response, int]:
-    observe.CALLBACKS.labels(request.path.rsplit("/", 1)[-1], "rejected").inc()
-    log.warning("request rejected: %s", exc.reason, extra={
-        "status": exc.status, "reason": exc.reason})
-    return jsonify(error=exc.reason), exc.status
 
 
 def _http_error(exc: HTTPException) -> tuple[Response, int]:
@@ -116,3 +101,79 @@ def _unexpected(exc: Exception) -> tuple[Response, int]:
     trace_id = observe.trace_id_var.get()
     log.exception("unhandled error in request")
     return jsonify(error="internal error", trace_id=trace_id), 500
+
+
+class CallbackEndpoints:
+    """Serves ``POST /dingtalk/robot`` and ``POST /dingtalk/events``; passes
+    every other request to the wrapped Flask app."""
+
+    def __init__(self, fallback: Callable, robot: RobotResponder, events: Any) -> None:
+        self.fallback = fallback
+        self.routes = {
+            "/dingtalk/robot": self._robot,
+            "/dingtalk/events": self._events,
+        }
+        self.robot = robot
+        self.events = events
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        handler = self.routes.get(environ.get("PATH_INFO", ""))
+        if handler is None:
+            return self.fallback(environ, start_response)
+
+        observe.bind_trace_id()
+        try:
+            if environ.get("REQUEST_METHOD") != "POST":
+                raise RequestRejected("method not allowed", status=405)
+            status, payload = 200, handler(environ, _read_body(environ))
+        except RequestRejected as exc:
+            status, payload = exc.status, {"error": exc.reason}
+            _log_rejection(environ, exc)
+        except Exception:
+            log.exception("unhandled error in callback")
+            status = 500
+            payload = {"error": "internal error", "trace_id": observe.trace_id_var.get()}
+        return _json_response(start_response, status, payload)
+
+    def _robot(self, environ: dict, body: bytes) -> dict:
+        return self.robot.handle(
+            environ.get("HTTP_TIMESTAMP"), environ.get("HTTP_SIGN"), body
+        )
+
+    def _events(self, environ: dict, body: bytes) -> dict:
+        if self.events is None:
+            raise RequestRejected("event callbacks are not configured", status=404)
+        query = dict(parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True))
+        return self.events.handle(query, body)
+
+
+def _read_body(environ: dict) -> bytes:
+    """The request body; RequestRejected(413) past MAX_BODY, unread if declared so."""
+    declared = environ.get("CONTENT_LENGTH") or ""
+    if declared:
+        if not declared.isdigit():
+            raise RequestRejected("bad Content-Length")
+        if int(declared) > MAX_BODY:
+            raise RequestRejected("body too large", status=413)
+        return environ["wsgi.input"].read(int(declared))
+    # No length (chunked): read one byte past the limit to detect overflow.
+    body = environ["wsgi.input"].read(MAX_BODY + 1)
+    if len(body) > MAX_BODY:
+        raise RequestRejected("body too large", status=413)
+    return body
+
+
+def _json_response(start_response: Callable, status: int, payload: Any) -> list[bytes]:
+    data = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+    start_response(f"{status} {HTTPStatus(status).phrase}", [
+        ("Content-Type", "application/json"),
+        ("Content-Length", str(len(data))),
+    ])
+    return [data]
+
+
+def _log_rejection(environ: dict, exc: RequestRejected) -> None:
+    route = environ.get("PATH_INFO", "").rsplit("/", 1)[-1]
+    observe.CALLBACKS.labels(route, "rejected").inc()
+    log.warning("request rejected: %s", exc.reason,
+                extra={"status": exc.status, "reason": exc.reason})

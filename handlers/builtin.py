@@ -9,7 +9,7 @@ from bot.messages import Markdown, markdown
 plugin = Plugin("builtin")
 
 
-@plugin.command("help", aliases=["?", "帮助"], usage="help [command]")
+@plugin.command("help", aliases=["?", "帮助"], usage="help [command]", inline=True)
 def handle_help(ctx: Context, name: str = "") -> Markdown:
     """List the commands you can use, or explain one."""
     visible = ctx.dispatcher.visible_commands(ctx.message)
@@ -35,13 +35,13 @@ def _describe(command: Command) -> str:
     return "\n\n".join(p for p in parts if p)
 
 
-@plugin.command("ping")
+@plugin.command("ping", inline=True)
 def handle_ping(ctx: Context) -> str:
     """Check that the bot is alive."""
     return "pong"
 
 
-@plugin.command("whoami", aliases=["我是谁"])
+@plugin.command("whoami", aliases=["我是谁"], inline=True)
 def handle_whoami(ctx: Context) -> str:
     """Show what the bot knows about you and this conversation."""
     message = ctx.message

@@ -143,7 +143,6 @@ def init_sentry(dsn: str, environment: str | None = None) -> None:
     sentry_sdk.init(
         dsn=dsn,
         environment=environment,
-        send_default_pii=False,
         max_request_body_size="never",
         before_send=_scrub_event,
         before_breadcrumb=lambda crumb, hint: _scrub_value(crumb),

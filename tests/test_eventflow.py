@@ -461,3 +461,36 @@ def test_the_cli_replays_failed_events(tmp_path: Path, standin, monkeypatch) -> 
 
     assert result.exit_code == 0, result.output
     assert "new: 1, duplicate: 0" in result.output
+
+
+def test_two_workers_on_redis_handle_a_redelivered_event_once(
+    tmp_path: Path, cipher
+) -> None:
+    """With REDIS_URL set, a second worker acks the same event without handling it."""
+    import redis
+
+    from tests.conftest import REDIS_TEST_URL
+
+    try:
+        redis.Redis.from_url(REDIS_TEST_URL, socket_connect_timeout=2).ping()
+    except redis.RedisError:
+        pytest.skip("no Redis server answers at REDIS_TEST_URL")
+    recorder = Recorder()
+    event_id = f"evt-redis-{time.time_ns()}"
+    apps = []
+    for worker in ("w1", "w2"):
+        settings = event_settings(tmp_path / worker, redis_url=REDIS_TEST_URL)
+        apps.append(create_app(services=Services(settings, [recorder.plugin])))
+    try:
+        for app in apps:
+            response = post_event(app.test_client(), cipher,
+                                  {**APP_ADD, "eventId": event_id})
+            assert response.status_code == 200 and opens_to_success(cipher, response)
+        assert wait_settled(apps[0], event_id) == "done"
+        time.sleep(0.2)
+        assert recorder.seen == [("user_add_org", event_id)]
+    finally:
+        for app in apps:
+            app.extensions["dingbot.events"].close()
+            app.extensions["dingbot"].pool.shutdown(wait=True)
+        redis.Redis.from_url(REDIS_TEST_URL).delete(f"dingbot:inbox:rec:{event_id}")

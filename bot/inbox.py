@@ -546,6 +546,8 @@ return 1
 
 # KEYS[1] pending zset; ARGV[1] now, ARGV[2] new lease end, ARGV[3] owner,
 # ARGV[4] limit, ARGV[5] record key prefix. Returns the payloads taken.
+# Known limit: the record keys are built inside the script, which Redis
+# Cluster forbids; a single server or a primary with replicas is fine.
 _RECLAIM_DUE_LUA = """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1],
                        'LIMIT', 0, tonumber(ARGV[4]))

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "dingbot.handlers"
 
 #: Always loaded, even when the package's entry points are not installed.
-BUILTIN_MODULES = ("handlers.builtin", "handlers.welcome")
+BUILTIN_MODULES = ("handlers.builtin", "handlers.notice", "handlers.welcome")
 
 
 def load_plugins(

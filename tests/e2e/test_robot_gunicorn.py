@@ -97,6 +97,7 @@ def test_sigterm_lets_an_in_flight_handler_deliver_its_answer(bot_env, tmp_path,
         bot.kill()
     assert standin.session_messages("term-1") == [
         {"msgtype": "text", "text": {"content": "done after 2s"}}]
+    assert "Logging error" not in bot.output()
 
 
 def test_expired_session_webhook_falls_back_to_the_robot_openapi(bot_env, tmp_path, standin):

@@ -303,6 +303,20 @@ def temp_dir(prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix))
 
 
+def git_commit() -> str:
+    """The short commit of the working tree being measured (+dirty if edited)."""
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                          capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "bot", "handlers"],
+                           cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    return head + ("+uncommitted changes in bot/handlers" if dirty else "")
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages: other work on a shared machine."""
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
 def machine_description() -> str:
     """CPU model, core count, kernel and Python, for the report."""
     model = "unknown CPU"

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.harness import (  # noqa: E402
     APP_KEY, APP_SECRET, BENCH, Measure, Server, baseline_command, bot_env,
-    machine_description, measure, procfile_web_command, rss_mb, summary, temp_dir,
+    git_commit, load_average, machine_description, measure, procfile_web_command, rss_mb, summary, temp_dir,
 )
 from bot.inbound.robot import compute_sign  # noqa: E402
 from bot.simulator import StandIn  # noqa: E402
@@ -154,6 +154,8 @@ def report(pairs: list[tuple[Measure, Measure]], rss: dict[str, list[float]],
         "bot_cpu_ms_median": statistics.median(b.cpu_ms_per_request for b, _ in pairs),
         "baseline_cpu_ms_median": statistics.median(
             a.cpu_ms_per_request for _, a in pairs),
+        "commit": git_commit(),
+        "load_average_after": load_average(),
         "errors": sum(b.errors + a.errors for b, a in pairs),
         "rss_mb": rss,
         "startup_s": starts,
@@ -161,6 +163,7 @@ def report(pairs: list[tuple[Measure, Measure]], rss: dict[str, list[float]],
         "bot_callbacks": counts,
         "bot_requests_counted_by_wrk": sent,
     }
+    print(f"commit {result['commit']}; load average after: {result['load_average_after']}")
     print(f"throughput ratio bot/baseline: {summary(throughput)}")
     print(f"CPU-per-request ratio bot/baseline: {summary(cpu)}")
     print(f"errors or non-2xx: {result['errors']}")
@@ -176,7 +179,8 @@ def report(pairs: list[tuple[Measure, Measure]], rss: dict[str, list[float]],
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logs = temp_dir("dingbot-bench-robot-")
-    print(f"machine: {machine_description()}; logs in {logs}")
+    print(f"machine: {machine_description()}; load average {load_average()};"
+          f" logs in {logs}")
 
     with StandIn(app_key=APP_KEY, app_secret=APP_SECRET) as standin:
         env = bot_env(temp_dir("dingbot-bench-data-"), workers=1,

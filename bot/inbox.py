@@ -16,9 +16,11 @@ late redeliveries, dead ones ``keep_dead`` (30 days) for inspection.
 Two backends, chosen by :func:`open_inbox` as the state store is:
 
 - SQLite (default): a table in ``inbox.sqlite3`` under ``DINGBOT_DATA_DIR``,
-  WAL mode, one connection per process and thread. A committed insert
-  survives the process dying at once (WAL with ``synchronous=NORMAL``
-  loses nothing to a process crash, only possibly to a power cut).
+  WAL mode, one connection per process and thread, opened by
+  :class:`bot.state.sqlitefile.SQLiteFile` as the state store's are. A
+  committed insert survives the process dying at once (WAL with
+  ``synchronous=NORMAL`` loses nothing to a process crash, only possibly
+  to a power cut).
 - Redis (``REDIS_URL`` set): a hash per record plus one sorted set of
   pending ids scored by lease end, changed only by Lua scripts.
 
@@ -36,12 +38,10 @@ shifts when an abandoned event is picked up.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
 import socket
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -53,6 +53,7 @@ from bot.config import Settings
 from bot.errors import ConfigError
 from bot.inbound.events import Event
 from bot.state import StateUnavailableError
+from bot.state.sqlitefile import SQLiteFile, translate_errors
 
 logger = logging.getLogger(__name__)
 
@@ -237,8 +238,6 @@ def _pid_missing(pid: int) -> bool:
 
 # -- SQLite ------------------------------------------------------------------
 
-_BUSY_TIMEOUT = 5.0
-
 _SCHEMA = (
     # ``due``: for pending rows the end of the lease (or of the retry
     # delay); for done and dead rows the time they may be purged. One
@@ -280,88 +279,7 @@ _PURGE = "DELETE FROM inbox WHERE state IN ('done', 'dead') AND due <= ?"
 _GET = "SELECT id, state, attempts, owner FROM inbox WHERE id = ?"
 
 
-def _sqlite_errors(method: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn SQLite failures into :class:`StateUnavailableError`."""
-
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return method(*args, **kwargs)
-        except (sqlite3.DatabaseError, OSError) as exc:
-            # SQLite names the failure or the path, never a stored value.
-            raise StateUnavailableError(
-                f"the SQLite event inbox in DINGBOT_DATA_DIR could not be used "
-                f"({exc}); check that the directory is writable and not full"
-            ) from exc
-
-    wrapper.__name__ = method.__name__
-    wrapper.__doc__ = method.__doc__
-    return wrapper
-
-
-class _Connections:
-    """One SQLite connection per process and thread, opened on first use.
-
-    A connection must not cross ``fork()``; one made before a fork is left
-    alone (not closed) in the child, which opens its own. This mirrors what
-    ``bot.state.sqlite.SQLiteStore`` does, which keeps that logic private.
-    """
-
-    def __init__(self, path: Path, schema: tuple[str, ...]) -> None:
-        self.path = path
-        self._schema = schema
-        self._local = threading.local()
-        self._lock = threading.Lock()
-        self._opened: list[tuple[int, sqlite3.Connection]] = []
-        self._ready_pid = 0
-
-    def get(self) -> sqlite3.Connection:
-        """This thread's connection in this process."""
-        local = self._local
-        if getattr(local, "pid", 0) == os.getpid():
-            return local.conn
-        conn = self._open()
-        local.conn, local.pid = conn, os.getpid()
-        return conn
-
-    def close(self) -> None:
-        """Close this process's connections; later use reopens."""
-        pid = os.getpid()
-        with self._lock:
-            mine = [conn for owner, conn in self._opened if owner == pid]
-            self._opened = [e for e in self._opened if e[0] != pid]
-        self._local = threading.local()
-        for conn in mine:
-            conn.close()
-
-    def _open(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(
-            self.path,
-            timeout=_BUSY_TIMEOUT,
-            isolation_level=None,
-            check_same_thread=False,
-        )
-        try:
-            if self._ready_pid != os.getpid():
-                self._prepare(conn)
-                self._ready_pid = os.getpid()
-            conn.execute("PRAGMA synchronous = NORMAL")
-        except BaseException:
-            conn.close()
-            raise
-        with self._lock:
-            self._opened.append((os.getpid(), conn))
-        return conn
-
-    def _prepare(self, conn: sqlite3.Connection) -> None:
-        # Workers starting together would race to switch the file to WAL,
-        # and SQLite fails the losers at once; an flock queues them.
-        guard = self.path.with_name(self.path.name + ".init-lock")
-        with open(guard, "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            conn.execute("PRAGMA journal_mode = WAL")
-            for statement in self._schema:
-                conn.execute(statement)
+_sqlite_errors = translate_errors("the SQLite event inbox")
 
 
 class SQLiteInbox:
@@ -381,7 +299,7 @@ class SQLiteInbox:
         keep_done: float = KEEP_DONE,
         keep_dead: float = KEEP_DEAD,
     ) -> None:
-        self._db = _Connections(Path(path), _SCHEMA)
+        self._db = SQLiteFile(Path(path), _SCHEMA)
         self._clock = clock
         self.lease = lease
         self.max_attempts = max_attempts
@@ -396,18 +314,18 @@ class SQLiteInbox:
         """See :meth:`Inbox.add`: one INSERT ... ON CONFLICT DO NOTHING."""
         due = self._clock() + self.lease
         params = (event.id, encode_event(event), process_owner(), due)
-        return self._db.get().execute(_ADD, params).rowcount == 1
+        return self._db.connection().execute(_ADD, params).rowcount == 1
 
     @_sqlite_errors
     def done(self, event_id: str) -> None:
         """See :meth:`Inbox.done`."""
         purge_at = self._clock() + self.keep_done
-        self._db.get().execute(_DONE, (purge_at, event_id))
+        self._db.connection().execute(_DONE, (purge_at, event_id))
 
     @_sqlite_errors
     def failed(self, event_id: str) -> bool:
         """See :meth:`Inbox.failed`."""
-        conn = self._db.get()
+        conn = self._db.connection()
         conn.execute("BEGIN IMMEDIATE")
         try:
             row = conn.execute(
@@ -438,12 +356,12 @@ class SQLiteInbox:
     @_sqlite_errors
     def defer(self, event_id: str, delay: float) -> None:
         """See :meth:`Inbox.defer`."""
-        self._db.get().execute(_DEFER, (self._clock() + delay, event_id))
+        self._db.connection().execute(_DEFER, (self._clock() + delay, event_id))
 
     @_sqlite_errors
     def reclaim(self, limit: int = 100) -> list[Event]:
         """See :meth:`Inbox.reclaim`. One write transaction per call."""
-        conn = self._db.get()
+        conn = self._db.connection()
         me = process_owner()
         host = me.rsplit(":", 2)[0] + ":"
         conn.execute("BEGIN IMMEDIATE")
@@ -467,12 +385,12 @@ class SQLiteInbox:
     @_sqlite_errors
     def purge(self) -> int:
         """See :meth:`Inbox.purge`."""
-        return self._db.get().execute(_PURGE, (self._clock(),)).rowcount
+        return self._db.connection().execute(_PURGE, (self._clock(),)).rowcount
 
     @_sqlite_errors
     def get(self, event_id: str) -> InboxRecord | None:
         """See :meth:`Inbox.get`."""
-        row = self._db.get().execute(_GET, (event_id,)).fetchone()
+        row = self._db.connection().execute(_GET, (event_id,)).fetchone()
         return None if row is None else InboxRecord(*row)
 
     def close(self) -> None:

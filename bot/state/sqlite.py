@@ -4,36 +4,21 @@ Every gunicorn worker opens the same file, so dedupe records, locks and
 rate budgets are common to them all. SQLite runs in WAL mode, so readers
 never wait for the writer and each write is a short transaction.
 
-Connections are opened lazily, one per process and thread. SQLite forbids
-using a connection across ``fork()``: the child would share the parent's
-file locks and page cache and could corrupt the file. A connection made
-before a fork is therefore left untouched (not even closed) in the child.
+Connections (one per process and thread, never reused across ``fork()``)
+and the one-time WAL and schema setup come from
+:class:`bot.state.sqlitefile.SQLiteFile`.
 """
 
 from __future__ import annotations
 
-import fcntl
-import functools
-import logging
-import os
 import secrets
 import sqlite3
-import threading
 import time
-import weakref
-from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import ParamSpec, TypeVar
 
-from bot.state import StateUnavailableError, poll_lock
-
-logger = logging.getLogger(__name__)
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-_BUSY_TIMEOUT = 5.0
+from bot.state import poll_lock
+from bot.state.sqlitefile import SQLiteFile, translate_errors
 
 _SCHEMA = (
     # WITHOUT ROWID: the key is the only lookup path, so one b-tree suffices.
@@ -79,36 +64,7 @@ _NTH_NEWEST_SLOT = """
 """
 _ADD_SLOT = "INSERT INTO slots (bucket, at, expires) VALUES (?, ?, ?)"
 
-_Opened = tuple[int, "weakref.ref[threading.Thread]", sqlite3.Connection]
-
-# Stores alive in this process, so the fork hook below can reset them.
-_stores: weakref.WeakSet[SQLiteStore] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for store in list(_stores):
-        store._forget_parent_connections()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def _translate_errors(method: Callable[P, R]) -> Callable[P, R]:
-    """Turn SQLite failures into :class:`StateUnavailableError`."""
-
-    @functools.wraps(method)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return method(*args, **kwargs)
-        except (sqlite3.DatabaseError, OSError) as exc:
-            # These messages name the failure ("database is locked") or the
-            # path, never a stored value, so they are safe to pass on.
-            raise StateUnavailableError(
-                f"the SQLite state file in DINGBOT_DATA_DIR could not be used "
-                f"({exc}); check that the directory is writable and not full"
-            ) from exc
-
-    return wrapper
+_translate_errors = translate_errors("the SQLite state file")
 
 
 class SQLiteStore:
@@ -122,29 +78,18 @@ class SQLiteStore:
     """
 
     def __init__(self, path: Path, purge_interval: float = 60.0) -> None:
-        self._path = Path(path)
+        self._file = SQLiteFile(Path(path), _SCHEMA)
         self._purge_interval = purge_interval
         self._next_purge = 0.0
-        self._local = threading.local()
-        self._generation = 0
-        self._lock = threading.Lock()
-        # (owner pid, owner thread, connection) for every connection opened
-        # here, so close() can reach other threads' connections.
-        self._opened: list[_Opened] = []
-        # Connections inherited across fork: kept referenced, never closed,
-        # because garbage collection would close them from the child.
-        self._inherited: list[sqlite3.Connection] = []
-        self._file_ready = False
-        _stores.add(self)
 
     def __repr__(self) -> str:
-        return f"SQLiteStore({str(self._path)!r})"
+        return f"SQLiteStore({str(self._file.path)!r})"
 
     @_translate_errors
     def claim(self, key: str, ttl: float) -> bool:
         """See :meth:`bot.state.Store.claim`. ``ttl`` must be positive."""
         _check_positive("ttl", ttl)
-        conn = self._connection()
+        conn = self._file.connection()
         now = time.time()
         self._purge_if_due(conn, now)
         return conn.execute(_CLAIM, (key, now + ttl, now)).rowcount == 1
@@ -152,13 +97,13 @@ class SQLiteStore:
     @_translate_errors
     def get(self, key: str) -> str | None:
         """See :meth:`bot.state.Store.get`."""
-        row = self._connection().execute(_GET, (key, time.time())).fetchone()
+        row = self._file.connection().execute(_GET, (key, time.time())).fetchone()
         return None if row is None else row[0]
 
     @_translate_errors
     def put(self, key: str, value: str, ttl: float | None = None) -> None:
         """See :meth:`bot.state.Store.put`. ``ttl``, if given, must be positive."""
-        conn = self._connection()
+        conn = self._file.connection()
         now = time.time()
         expires = None
         if ttl is not None:
@@ -171,7 +116,7 @@ class SQLiteStore:
     @_translate_errors
     def delete(self, key: str) -> None:
         """See :meth:`bot.state.Store.delete`."""
-        self._connection().execute(_DELETE, (key,))
+        self._file.connection().execute(_DELETE, (key,))
 
     def lock(self, name: str, ttl: float, wait: float) -> AbstractContextManager[None]:
         """See :meth:`bot.state.Store.lock`.
@@ -198,7 +143,7 @@ class SQLiteStore:
         if limit < 1:
             raise ValueError("limit must be at least 1")
         _check_positive("window", window)
-        conn = self._connection()
+        conn = self._file.connection()
         conn.execute("BEGIN IMMEDIATE")
         try:
             # Read the clock only once we hold the write lock, so slots are
@@ -216,7 +161,7 @@ class SQLiteStore:
     @_translate_errors
     def ping(self) -> None:
         """Raise :class:`StateUnavailableError` if the file cannot be read."""
-        self._connection().execute("SELECT 1 FROM kv LIMIT 1").fetchall()
+        self._file.connection().execute("SELECT 1 FROM kv LIMIT 1").fetchall()
 
     def close(self) -> None:
         """Close every connection this process opened; later use reopens.
@@ -224,102 +169,24 @@ class SQLiteStore:
         Connections inherited from a parent process stay open: closing
         them here could disturb the parent's locks on the file.
         """
-        with self._lock:
-            opened, self._opened = self._opened, []
-            self._generation += 1
-        for _pid, _thread, conn in opened:
-            conn.close()
+        self._file.close()
 
     def _connection(self) -> sqlite3.Connection:
         """This thread's connection in this process, opened on first use."""
-        local = self._local
-        conn = getattr(local, "conn", None)
-        if conn is not None and local.owner == (os.getpid(), self._generation):
-            return conn
-
-        conn = self._open()
-        local.conn = conn
-        local.owner = (os.getpid(), self._generation)
-        return conn
-
-    def _open(self) -> sqlite3.Connection:
-        with self._lock:
-            self._close_dead_threads_connections()
-            self._path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(
-                self._path,
-                timeout=_BUSY_TIMEOUT,
-                isolation_level=None,
-                # close() may run in another thread than the one that opened
-                # it; each connection is otherwise used by one thread only.
-                check_same_thread=False,
-            )
-            try:
-                if not self._file_ready:
-                    self._prepare_file(conn)
-                    self._file_ready = True
-                conn.execute("PRAGMA synchronous = NORMAL")
-            except BaseException:
-                conn.close()
-                raise
-
-            thread = weakref.ref(threading.current_thread())
-            self._opened.append((os.getpid(), thread, conn))
-            logger.debug("opened SQLite state connection to %s", self._path)
-            return conn
-
-    def _prepare_file(self, conn: sqlite3.Connection) -> None:
-        """Switch the file to WAL and create the tables, one process at a time.
-
-        Workers starting together on a new file would otherwise race to
-        switch it to WAL, and SQLite answers the losers "database is
-        locked" at once instead of waiting out the busy timeout. An flock
-        on a side file serialises them; it is released even if the holder
-        dies.
-        """
-        guard = self._path.with_name(self._path.name + ".init-lock")
-        with open(guard, "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            conn.execute("PRAGMA journal_mode = WAL")
-            for statement in _SCHEMA:
-                conn.execute(statement)
-
-    def _close_dead_threads_connections(self) -> None:
-        # Threads come and go (a pool may replace its workers); without
-        # this their connections would pile up until close().
-        pid = os.getpid()
-        kept = []
-        for entry in self._opened:
-            owner_pid, thread_ref, conn = entry
-            thread = thread_ref()
-            if owner_pid != pid:
-                # A fork the hook missed (a fork() from C code, say).
-                self._inherited.append(conn)
-            elif thread is not None and thread.is_alive():
-                kept.append(entry)
-            else:
-                conn.close()
-        self._opened = kept
-
-    def _forget_parent_connections(self) -> None:
-        """Called in a forked child: set aside the parent's connections."""
-        # The parent's lock may have been held by a thread that does not
-        # exist in the child; a fresh one cannot deadlock.
-        self._lock = threading.Lock()
-        self._inherited.extend(conn for _pid, _thread, conn in self._opened)
-        self._opened = []
-        self._generation += 1
+        # The methods above call self._file directly, one frame less on the
+        # hot path; this stays for the fork test, which compares connections.
+        return self._file.connection()
 
     @_translate_errors
     def _take_lock(self, name: str, owner: str, ttl: float) -> bool:
-        conn = self._connection()
+        conn = self._file.connection()
         now = time.time()
         self._purge_if_due(conn, now)
         return conn.execute(_TAKE_LOCK, (name, owner, now + ttl, now)).rowcount == 1
 
     @_translate_errors
     def _release_lock(self, name: str, owner: str) -> None:
-        self._connection().execute(_RELEASE_LOCK, (name, owner))
+        self._file.connection().execute(_RELEASE_LOCK, (name, owner))
 
     def _purge_if_due(self, conn: sqlite3.Connection, now: float) -> None:
         # Racing threads may both purge once; that is harmless and rare.

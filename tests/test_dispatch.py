@@ -146,3 +146,20 @@ def test_event_subscriptions_accept_globs():
     assert dispatcher.event_handlers("bpms_instance_change") == [handler]
     assert dispatcher.event_handlers("bpms_task_change") == [handler]
     assert dispatcher.event_handlers("user_add_org") == []
+
+
+from hypothesis import given, strategies as st  # noqa: E402
+
+
+@given(st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126) | st.sampled_from("\t\n")))
+def test_fast_split_agrees_with_shlex(line):
+    """The plain-words fast path gives exactly shlex's answer for ASCII lines."""
+    import shlex
+
+    try:
+        expected = shlex.split(line)
+    except ValueError:
+        with pytest.raises(UsageError):
+            split_args(line)
+        return
+    assert split_args(line) == expected

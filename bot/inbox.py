@@ -314,40 +314,42 @@ class SQLiteInbox:
         """See :meth:`Inbox.add`: one INSERT ... ON CONFLICT DO NOTHING."""
         due = self._clock() + self.lease
         params = (event.id, encode_event(event), process_owner(), due)
-        return self._db.connection().execute(_ADD, params).rowcount == 1
+        with self._db.use() as conn:
+            return conn.execute(_ADD, params).rowcount == 1
 
     @_sqlite_errors
     def done(self, event_id: str) -> None:
         """See :meth:`Inbox.done`."""
         purge_at = self._clock() + self.keep_done
-        self._db.connection().execute(_DONE, (purge_at, event_id))
+        with self._db.use() as conn:
+            conn.execute(_DONE, (purge_at, event_id))
 
     @_sqlite_errors
     def failed(self, event_id: str) -> bool:
         """See :meth:`Inbox.failed`."""
-        conn = self._db.connection()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            row = conn.execute(
-                "SELECT attempts, payload FROM inbox WHERE id = ? AND state = ?",
-                (event_id, PENDING),
-            ).fetchone()
-            if row is None:
+        with self._db.use() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = conn.execute(
+                    "SELECT attempts, payload FROM inbox WHERE id = ? AND state = ?",
+                    (event_id, PENDING),
+                ).fetchone()
+                if row is None:
+                    conn.execute("COMMIT")
+                    return False
+                attempts = row[0] + 1
+                retry = attempts < self.max_attempts
+                state, due = self._after_failure(attempts, retry)
+                conn.execute(
+                    "UPDATE inbox SET state = ?, attempts = ?, owner = '', due = ? "
+                    "WHERE id = ?",
+                    (state, attempts, due, event_id),
+                )
                 conn.execute("COMMIT")
-                return False
-            attempts = row[0] + 1
-            retry = attempts < self.max_attempts
-            state, due = self._after_failure(attempts, retry)
-            conn.execute(
-                "UPDATE inbox SET state = ?, attempts = ?, owner = '', due = ? "
-                "WHERE id = ?",
-                (state, attempts, due, event_id),
-            )
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
 
         if not retry:
             _log_dead(decode_event(row[1]), attempts)
@@ -356,41 +358,44 @@ class SQLiteInbox:
     @_sqlite_errors
     def defer(self, event_id: str, delay: float) -> None:
         """See :meth:`Inbox.defer`."""
-        self._db.connection().execute(_DEFER, (self._clock() + delay, event_id))
+        with self._db.use() as conn:
+            conn.execute(_DEFER, (self._clock() + delay, event_id))
 
     @_sqlite_errors
     def reclaim(self, limit: int = 100) -> list[Event]:
         """See :meth:`Inbox.reclaim`. One write transaction per call."""
-        conn = self._db.connection()
         me = process_owner()
         host = me.rsplit(":", 2)[0] + ":"
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            now = self._clock()
-            rows = conn.execute(_DUE, (now, limit)).fetchall()
-            leased = conn.execute(_LEASED_HERE, (now, len(host), host)).fetchall()
-            rows += [r for r in leased if r[1] != me and owner_is_gone(r[1])]
-            taken = []
-            for event_id, owner, due, payload in rows[:limit]:
-                params = (me, now + self.lease, event_id, owner, due)
-                if conn.execute(_TAKE, params).rowcount == 1:
-                    taken.append(payload)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+        with self._db.use() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                now = self._clock()
+                rows = conn.execute(_DUE, (now, limit)).fetchall()
+                leased = conn.execute(_LEASED_HERE, (now, len(host), host)).fetchall()
+                rows += [r for r in leased if r[1] != me and owner_is_gone(r[1])]
+                taken = []
+                for event_id, owner, due, payload in rows[:limit]:
+                    params = (me, now + self.lease, event_id, owner, due)
+                    if conn.execute(_TAKE, params).rowcount == 1:
+                        taken.append(payload)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
         return [decode_event(payload) for payload in taken]
 
     @_sqlite_errors
     def purge(self) -> int:
         """See :meth:`Inbox.purge`."""
-        return self._db.connection().execute(_PURGE, (self._clock(),)).rowcount
+        with self._db.use() as conn:
+            return conn.execute(_PURGE, (self._clock(),)).rowcount
 
     @_sqlite_errors
     def get(self, event_id: str) -> InboxRecord | None:
         """See :meth:`Inbox.get`."""
-        row = self._db.connection().execute(_GET, (event_id,)).fetchone()
+        with self._db.use() as conn:
+            row = conn.execute(_GET, (event_id,)).fetchone()
         return None if row is None else InboxRecord(*row)
 
     def close(self) -> None:

@@ -1,4 +1,4 @@
-"""The shared SQLite file: connections per process and thread, setup, errors.
+"""The shared SQLite file: one connection per process, setup, fork, errors.
 
 Real SQLite files in ``tmp_path``; forks are real ``os.fork()`` children
 that report through their exit code. Whether a connection is closed is
@@ -41,10 +41,16 @@ def open_descriptors(path: Path) -> int:
     return sum(1 for fd in fds.iterdir() if os.path.realpath(fd) == target)
 
 
+def connection_of(file: SQLiteFile) -> sqlite3.Connection:
+    """The connection ``file`` hands out in this process."""
+    with file.use() as conn:
+        return conn
+
+
 def connection_in_thread(file: SQLiteFile) -> sqlite3.Connection:
     """The connection ``file`` gives a new thread, which then ends."""
     got: list[sqlite3.Connection] = []
-    thread = threading.Thread(target=lambda: got.append(file.connection()))
+    thread = threading.Thread(target=lambda: got.append(connection_of(file)))
     thread.start()
     thread.join(timeout=30)
     return got[0]
@@ -62,7 +68,8 @@ def test_nothing_is_created_until_first_use(tmp_path: Path) -> None:
     file = SQLiteFile(tmp_path / "data" / "test.sqlite3", SCHEMA)
     assert not (tmp_path / "data").exists()
 
-    file.connection().execute("INSERT INTO t VALUES ('a', '1')")
+    with file.use() as conn:
+        conn.execute("INSERT INTO t VALUES ('a', '1')")
 
     assert (tmp_path / "data" / "test.sqlite3").is_file()
     file.close()
@@ -71,60 +78,65 @@ def test_nothing_is_created_until_first_use(tmp_path: Path) -> None:
 def test_connection_is_wal_normal_sync_autocommit_with_busy_timeout(
     file: SQLiteFile,
 ) -> None:
-    """Every connection has WAL, synchronous=NORMAL, a busy timeout, autocommit."""
-    for conn in (file.connection(), connection_in_thread(file)):
+    """The connection has WAL, synchronous=NORMAL, a busy timeout, autocommit."""
+    with file.use() as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1
         assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == 5000
         assert conn.isolation_level is None
 
 
-def test_one_connection_per_thread_reused_within_it(file: SQLiteFile) -> None:
-    """A thread gets the same connection each time; another thread its own."""
-    mine = file.connection()
-    assert file.connection() is mine
-    assert connection_in_thread(file) is not mine
+def test_threads_of_a_process_share_one_connection(file: SQLiteFile) -> None:
+    """Every thread of the process is handed the same connection."""
+    assert connection_in_thread(file) is connection_of(file)
 
 
-def test_close_closes_every_threads_connection_and_later_use_reopens(
-    file: SQLiteFile,
-) -> None:
-    """close() closes all threads' connections; the next use opens a new one."""
-    mine = file.connection()
-    theirs = connection_in_thread(file)
+def test_use_is_exclusive_between_threads(file: SQLiteFile) -> None:
+    """While one thread holds use(), another waits: a transaction is not split."""
+    entered = threading.Event()
+    order: list[str] = []
+
+    def other() -> None:
+        with file.use():
+            order.append("other")
+
+    with file.use() as conn:
+        conn.execute("BEGIN IMMEDIATE")
+        thread = threading.Thread(target=lambda: (entered.set(), other()))
+        thread.start()
+        entered.wait(10)
+        thread.join(timeout=0.3)
+        order.append("first")
+        conn.execute("INSERT INTO t VALUES ('x', '1')")
+        conn.execute("COMMIT")
+    thread.join(timeout=30)
+    assert order == ["first", "other"]
+
+
+def test_close_closes_the_connection_and_later_use_reopens(file: SQLiteFile) -> None:
+    """close() closes this process's connection; the next use opens a new one."""
+    first = connection_of(file)
 
     file.close()
 
-    assert is_closed(mine) and is_closed(theirs)
-    reopened = file.connection()
-    assert reopened is not mine and not is_closed(reopened)
-    reopened.execute("INSERT INTO t VALUES ('b', '2')")
-
-
-def test_connection_of_a_finished_thread_is_closed_on_next_open(
-    file: SQLiteFile,
-) -> None:
-    """Connections of threads that ended do not pile up until close()."""
-    finished = connection_in_thread(file)
-    assert not is_closed(finished)
-
-    connection_in_thread(file)
-
-    assert is_closed(finished)
+    assert is_closed(first)
+    with file.use() as reopened:
+        assert reopened is not first and not is_closed(reopened)
+        reopened.execute("INSERT INTO t VALUES ('b', '2')")
 
 
 def test_forked_child_opens_its_own_and_leaves_the_parents_open(
     file: SQLiteFile,
 ) -> None:
     """A child never uses nor closes a connection made before the fork."""
-    parent = file.connection()
+    parent = connection_of(file)
     parent.execute("INSERT INTO t VALUES ('parent', '1')")
 
     pid = os.fork()
     if pid == 0:
         code = 1
         try:
-            child = file.connection()
+            child = connection_of(file)
             child.execute("INSERT INTO t VALUES ('child', '1')")
             fresh = child is not parent
             # Only the file may keep the parent's connection alive now:
@@ -138,7 +150,7 @@ def test_forked_child_opens_its_own_and_leaves_the_parents_open(
 
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
-    assert file.connection() is parent
+    assert connection_of(file) is parent
     rows = parent.execute("SELECT k FROM t ORDER BY k").fetchall()
     assert rows == [("child",), ("parent",)]
 
@@ -146,7 +158,8 @@ def test_forked_child_opens_its_own_and_leaves_the_parents_open(
 def _create_and_write(barrier: object, path: str, index: int) -> None:
     file = SQLiteFile(Path(path), SCHEMA)
     barrier.wait(timeout=60)  # type: ignore[attr-defined]
-    file.connection().execute("INSERT INTO t VALUES (?, 'x')", (str(index),))
+    with file.use() as conn:
+        conn.execute("INSERT INTO t VALUES (?, 'x')", (str(index),))
     file.close()
 
 
@@ -174,7 +187,8 @@ def test_processes_preparing_a_new_file_together_all_succeed(tmp_path: Path) -> 
 
 def _open_and_write(path: str) -> None:
     file = SQLiteFile(Path(path), SCHEMA)
-    file.connection().execute("INSERT INTO t VALUES ('alone', 'x')")
+    with file.use() as conn:
+        conn.execute("INSERT INTO t VALUES ('alone', 'x')")
     file.close()
 
 
@@ -207,7 +221,8 @@ def test_translated_error_names_the_file_and_setting_not_the_value(
     @translate_errors("the SQLite test file")
     def put(key: str, value: str) -> None:
         """Insert a row."""
-        file.connection().execute("INSERT INTO t VALUES (?, ?)", (key, value))
+        with file.use() as conn:
+            conn.execute("INSERT INTO t VALUES (?, ?)", (key, value))
 
     put("k", "secret-value-1")
     with pytest.raises(StateUnavailableError) as caught:
@@ -226,7 +241,7 @@ def test_unusable_directory_is_unavailable(tmp_path: Path) -> None:
     file = SQLiteFile(tmp_path / "plain" / "test.sqlite3", SCHEMA)
 
     with pytest.raises(StateUnavailableError, match="writable and not full"):
-        translate_errors("the SQLite test file")(file.connection)()
+        translate_errors("the SQLite test file")(connection_of)(file)
 
 
 def test_other_errors_pass_through_untranslated() -> None:

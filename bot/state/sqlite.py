@@ -89,34 +89,36 @@ class SQLiteStore:
     def claim(self, key: str, ttl: float) -> bool:
         """See :meth:`bot.state.Store.claim`. ``ttl`` must be positive."""
         _check_positive("ttl", ttl)
-        conn = self._file.connection()
-        now = time.time()
-        self._purge_if_due(conn, now)
-        return conn.execute(_CLAIM, (key, now + ttl, now)).rowcount == 1
+        with self._file.use() as conn:
+            now = time.time()
+            self._purge_if_due(conn, now)
+            return conn.execute(_CLAIM, (key, now + ttl, now)).rowcount == 1
 
     @_translate_errors
     def get(self, key: str) -> str | None:
         """See :meth:`bot.state.Store.get`."""
-        row = self._file.connection().execute(_GET, (key, time.time())).fetchone()
+        with self._file.use() as conn:
+            row = conn.execute(_GET, (key, time.time())).fetchone()
         return None if row is None else row[0]
 
     @_translate_errors
     def put(self, key: str, value: str, ttl: float | None = None) -> None:
         """See :meth:`bot.state.Store.put`. ``ttl``, if given, must be positive."""
-        conn = self._file.connection()
         now = time.time()
         expires = None
         if ttl is not None:
             _check_positive("ttl", ttl)
             expires = now + ttl
 
-        self._purge_if_due(conn, now)
-        conn.execute(_PUT, (key, value, expires))
+        with self._file.use() as conn:
+            self._purge_if_due(conn, now)
+            conn.execute(_PUT, (key, value, expires))
 
     @_translate_errors
     def delete(self, key: str) -> None:
         """See :meth:`bot.state.Store.delete`."""
-        self._file.connection().execute(_DELETE, (key,))
+        with self._file.use() as conn:
+            conn.execute(_DELETE, (key,))
 
     def lock(self, name: str, ttl: float, wait: float) -> AbstractContextManager[None]:
         """See :meth:`bot.state.Store.lock`.
@@ -143,53 +145,54 @@ class SQLiteStore:
         if limit < 1:
             raise ValueError("limit must be at least 1")
         _check_positive("window", window)
-        conn = self._file.connection()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            # Read the clock only once we hold the write lock, so slots are
-            # handed out in the order the clock says.
-            now = time.time()
-            slot = _next_slot(conn, bucket, limit, window, now)
-            conn.execute(_ADD_SLOT, (bucket, slot, slot + window))
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+        with self._file.use() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                # Read the clock only once we hold the write lock, so slots
+                # are handed out in the order the clock says.
+                now = time.time()
+                slot = _next_slot(conn, bucket, limit, window, now)
+                conn.execute(_ADD_SLOT, (bucket, slot, slot + window))
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
         return slot - now
 
     @_translate_errors
     def ping(self) -> None:
         """Raise :class:`StateUnavailableError` if the file cannot be read."""
-        self._file.connection().execute("SELECT 1 FROM kv LIMIT 1").fetchall()
+        with self._file.use() as conn:
+            conn.execute("SELECT 1 FROM kv LIMIT 1").fetchall()
 
     def close(self) -> None:
-        """Close every connection this process opened; later use reopens.
+        """Close this process's connection; later use reopens.
 
-        Connections inherited from a parent process stay open: closing
-        them here could disturb the parent's locks on the file.
+        A connection inherited from a parent process stays open: closing
+        it here could disturb the parent's locks on the file.
         """
         self._file.close()
 
     def _connection(self) -> sqlite3.Connection:
-        """This thread's connection in this process, opened on first use."""
-        # The methods above call self._file directly, one frame less on the
-        # hot path; this stays for the fork test, which compares connections.
-        return self._file.connection()
+        """This process's connection, opened on first use (for the fork test)."""
+        with self._file.use() as conn:
+            return conn
 
     @_translate_errors
     def _take_lock(self, name: str, owner: str, ttl: float) -> bool:
-        conn = self._file.connection()
-        now = time.time()
-        self._purge_if_due(conn, now)
-        return conn.execute(_TAKE_LOCK, (name, owner, now + ttl, now)).rowcount == 1
+        with self._file.use() as conn:
+            now = time.time()
+            self._purge_if_due(conn, now)
+            return conn.execute(_TAKE_LOCK, (name, owner, now + ttl, now)).rowcount == 1
 
     @_translate_errors
     def _release_lock(self, name: str, owner: str) -> None:
-        self._file.connection().execute(_RELEASE_LOCK, (name, owner))
+        with self._file.use() as conn:
+            conn.execute(_RELEASE_LOCK, (name, owner))
 
     def _purge_if_due(self, conn: sqlite3.Connection, now: float) -> None:
-        # Racing threads may both purge once; that is harmless and rare.
+        # Called inside use(), so one thread of this process purges at a time.
         if now < self._next_purge:
             return
         self._next_purge = now + self._purge_interval

@@ -61,7 +61,9 @@ def on_starting(server) -> None:
 
 def worker_exit(server, worker) -> None:
     """Let queued handler jobs finish (and send their late answers)."""
-    services = getattr(worker.wsgi, "extensions", {}).get("dingbot")
+    # A worker that failed to boot has no app (gunicorn sets .wsgi on load).
+    app = getattr(worker, "wsgi", None)
+    services = getattr(app, "extensions", {}).get("dingbot")
     if services is not None:
         services.pool.shutdown(wait=True)
 

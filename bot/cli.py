@@ -71,7 +71,17 @@ def run() -> None:
     """Serve the bot with gunicorn, exactly as the Procfile's web line does."""
     settings = _exit_on_bad_config()
     os.environ.setdefault("PORT", str(settings.port))
+    os.environ["PATH"] = _with_our_bin(os.environ.get("PATH", ""))
     os.execvp("bash", ["bash", "-c", "exec " + procfile_command("web")])
+
+
+def _with_our_bin(path: str) -> str:
+    """PATH with this interpreter's scripts folder first.
+
+    The Procfile names ``gunicorn`` bare; run as ``.venv/bin/dingbot`` with
+    the virtualenv not activated, it would not be found otherwise.
+    """
+    return os.pathsep.join([str(Path(sys.executable).parent), path])
 
 
 def _exit_on_bad_config() -> Settings:
@@ -98,7 +108,7 @@ def dev(port: int, standin_port: int) -> None:
                       agent_id=int(DEV_AGENT_ID), port=standin_port)
     standin.start()
     env = dict(os.environ, PORT=str(port), WEB_CONCURRENCY=os.environ.get(
-        "WEB_CONCURRENCY", "1"))
+        "WEB_CONCURRENCY", "1"), PATH=_with_our_bin(os.environ.get("PATH", "")))
     env.update(_dev_credentials(standin.url))
     click.echo(f"DingTalk stand-in on {standin.url}; bot on http://127.0.0.1:{port}")
     click.echo('Try:  dingbot say ping   (or: dingbot say "help")')
@@ -138,6 +148,19 @@ def say(words: tuple[str, ...], bot_url: str, standin_url: str, staff_id: str,
     Uses DINGTALK_APP_SECRET (the dev secret if unset), so it works with
     ``dingbot dev`` out of the box.
     """
+    import requests
+
+    try:
+        _say(words, bot_url, standin_url, staff_id, wait)
+    except requests.RequestException as exc:
+        raise click.ClickException(
+            f"could not reach the bot or the stand-in ({type(exc).__name__}); "
+            "is `./dev run` (or `dingbot dev`) running?"
+        ) from None
+
+
+def _say(words: tuple[str, ...], bot_url: str, standin_url: str, staff_id: str,
+         wait: float) -> None:
     import requests
 
     from bot.simulator.robot import robot_message, signed_request

@@ -86,3 +86,51 @@ def test_contacts_departments_lists_the_tree(standin, tmp_path):
     assert result.returncode == 0, result.stderr
     ids = {row["dept_id"] for row in json.loads(result.stdout)}
     assert ids >= {d.dept_id for d in standin.org.departments if d.dept_id != 1}
+
+
+def test_dev_mode_answers_say_from_a_plain_shell(tmp_path):
+    """`dingbot dev` starts from the venv's script without PATH help; `say ping` gets pong."""
+    import signal
+    import time
+
+    from tests.e2e.server import free_port
+
+    bin_dir = Path(sys.executable).parent
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DINGTALK_", "DINGBOT_"))}
+    env["PATH"] = "/usr/bin:/bin"  # no virtualenv on PATH, as a new user's shell
+    env["DINGBOT_DATA_DIR"] = str(tmp_path / "data")
+    bot_port, standin_port = free_port(), free_port()
+    dev = subprocess.Popen(
+        [str(bin_dir / "dingbot"), "dev", "--port", str(bot_port),
+         "--standin-port", str(standin_port)],
+        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        start_new_session=True)
+    try:
+        say = [str(bin_dir / "dingbot"), "say", "--bot", f"http://127.0.0.1:{bot_port}",
+               "--standin", f"http://127.0.0.1:{standin_port}", "ping"]
+        deadline = time.monotonic() + 60
+        while True:
+            result = subprocess.run(say, env=env, capture_output=True, text=True,
+                                    timeout=60)
+            if result.returncode == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert result.stdout.strip() == "pong", result.stderr
+    finally:
+        os.killpg(dev.pid, signal.SIGINT)
+        dev.wait(30)
+
+
+def test_say_without_a_running_bot_explains_what_to_start(tmp_path):
+    """`say` with nothing listening prints one clear line, not a traceback."""
+    from tests.e2e.server import free_port
+
+    port = free_port()
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", "say", "--standin", f"http://127.0.0.1:{port}",
+         "--bot", f"http://127.0.0.1:{port}", "ping"],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 1
+    assert "is `./dev run` (or `dingbot dev`) running?" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -113,6 +113,7 @@ def dev(port: int, standin_port: int) -> None:
     click.echo(f"DingTalk stand-in on {standin.url}; bot on http://127.0.0.1:{port}")
     click.echo('Try:  dingbot say ping   (or: dingbot say "help")')
     bot = subprocess.Popen(["bash", "-c", "exec " + procfile_command("web")], env=env)
+    signal.signal(signal.SIGTERM, _interrupt)  # stop the same way on SIGTERM
     try:
         bot.wait()
     except KeyboardInterrupt:
@@ -120,6 +121,10 @@ def dev(port: int, standin_port: int) -> None:
         bot.wait()
     finally:
         standin.stop()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _dev_credentials(standin_url: str) -> dict[str, str]:

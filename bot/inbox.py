@@ -16,7 +16,7 @@ late redeliveries, dead ones ``keep_dead`` (30 days) for inspection.
 Two backends, chosen by :func:`open_inbox` as the state store is:
 
 - SQLite (default): a table in ``inbox.sqlite3`` under ``DINGBOT_DATA_DIR``,
-  WAL mode, one connection per process and thread, opened by
+  WAL mode, one connection per process, opened by
   :class:`bot.state.sqlitefile.SQLiteFile` as the state store's are. A
   committed insert survives the process dying at once (WAL with
   ``synchronous=NORMAL`` loses nothing to a process crash, only possibly

@@ -31,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.harness import (  # noqa: E402
     APP_KEY, APP_SECRET, BENCH, Measure, Server, baseline_command, bot_env,
-    git_commit, load_average, machine_description, measure, procfile_web_command, rss_mb, summary, temp_dir,
+    git_commit, load_average, machine_description, measure, procfile_web_command,
+    rss_mb, summary, temp_dir,
 )
 from bot.inbound.robot import compute_sign  # noqa: E402
 from bot.simulator import StandIn  # noqa: E402

@@ -2,47 +2,33 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from bot.dingtalk import CallerError, DingTalkClient
 from bot.simulator import Org, StandIn
 from bot.state.sqlite import SQLiteStore
+from tests.dingtalk_kit import make_client, open_standin, standin, store
 
-APP_KEY, APP_SECRET, AGENT_ID = "dingtestkey", "test-app-secret", 1001
 USER_LIST = "/topapi/v2/user/list"
-
-
-@pytest.fixture(scope="module")
-def standin():
-    with StandIn(app_key=APP_KEY, app_secret=APP_SECRET, agent_id=AGENT_ID,
-                 org=Org.small()) as server:
-        yield server
 
 
 @pytest.fixture(scope="module")
 def big_standin():
     # Dept 1 holds the 125 even-numbered users and 5 odd ones that sit in
     # two departments: 130 members, two pages of 100.
-    org = Org.generate(users=250, departments=2)
-    with StandIn(app_key=APP_KEY, app_secret=APP_SECRET, agent_id=AGENT_ID,
-                 org=org) as server:
+    with open_standin(org=Org.generate(users=250, departments=2)) as server:
         yield server
 
 
-def make_client(server: StandIn, tmp_path: Path) -> DingTalkClient:
+def fresh_client(server: StandIn, store: SQLiteStore) -> DingTalkClient:
+    """A client with this file's timeout and retries, after resetting ``server``."""
     server.reset()
-    return DingTalkClient(
-        app_key=APP_KEY, app_secret=APP_SECRET, agent_id=AGENT_ID, robot_code=APP_KEY,
-        oapi_url=server.url, api_url=server.url,
-        store=SQLiteStore(tmp_path / "state.sqlite3"), timeout=(2.0, 5.0),
-        max_attempts=3, backoff_base=0.01, backoff_cap=0.05, throttle_pause=0.01)
+    return make_client(server, store, timeout=(2.0, 5.0), max_attempts=3)
 
 
 @pytest.fixture
-def client(standin, tmp_path):
-    return make_client(standin, tmp_path)
+def client(standin, store):
+    return fresh_client(standin, store)
 
 
 def test_department_tree_is_walked_breadth_first(client):
@@ -61,9 +47,9 @@ def test_users_of_a_department_are_only_its_direct_members(client):
     assert next(u for u in users if u.userid == "wangwu").dept_ids == (2, 3)
 
 
-def test_user_pages_follow_the_cursor(big_standin, tmp_path):
+def test_user_pages_follow_the_cursor(big_standin, store):
     """A department larger than one page is read over several cursor pages."""
-    client = make_client(big_standin, tmp_path)
+    client = fresh_client(big_standin, store)
 
     users = list(client.contacts.users(1))
 
@@ -74,9 +60,9 @@ def test_user_pages_follow_the_cursor(big_standin, tmp_path):
     assert calls[1].body["cursor"] == calls[0].response["result"]["next_cursor"]
 
 
-def test_all_users_visits_everyone_once(big_standin, tmp_path):
+def test_all_users_visits_everyone_once(big_standin, store):
     """The whole-org walk yields each user once although some sit in two depts."""
-    client = make_client(big_standin, tmp_path)
+    client = fresh_client(big_standin, store)
 
     userids = [u.userid for u in client.contacts.all_users()]
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from pathlib import Path
 
 import pytest
 
@@ -26,8 +25,8 @@ from bot.dingtalk.http import (
 )
 from bot.errors import UpstreamError
 from bot.state.sqlite import SQLiteStore
+from tests.dingtalk_kit import APP_KEY, APP_SECRET, make_client, standin, store
 
-APP_KEY, APP_SECRET, AGENT_ID = "dingtestkey", "test-app-secret", 1001
 SEND = "/topapi/message/corpconversation/asyncsend_v2"
 
 
@@ -168,29 +167,10 @@ def test_rate_budget_window_has_a_safety_margin(tmp_path):
 BAN_PAGE = "<html><body><h1>访问被拒绝</h1>too many requests from your IP</body></html>"
 
 
-@pytest.fixture(scope="module")
-def standin():
-    from bot.simulator import Org, StandIn
-
-    with StandIn(app_key=APP_KEY, app_secret=APP_SECRET, agent_id=AGENT_ID,
-                 org=Org.small()) as server:
-        yield server
-
-
-@pytest.fixture
-def store(tmp_path: Path):
-    store = SQLiteStore(tmp_path / "state.sqlite3")
-    yield store
-    store.close()
-
-
 @pytest.fixture
 def client(standin, store):
     standin.reset()
-    return DingTalkClient(
-        app_key=APP_KEY, app_secret=APP_SECRET, agent_id=AGENT_ID, robot_code=APP_KEY,
-        oapi_url=standin.url, api_url=standin.url, store=store, timeout=(1.0, 0.5),
-        max_attempts=4, backoff_base=0.01, backoff_cap=0.05, throttle_pause=0.01)
+    return make_client(standin, store, timeout=(1.0, 0.5), max_attempts=4)
 
 
 def send_notice(client: DingTalkClient) -> list[int]:

@@ -3,47 +3,27 @@
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 import pytest
 
 from bot.dingtalk import CallerError, DingTalkClient, ThrottledError
 from bot.messages import MessageError, markdown, text
-from bot.simulator import Org, StandIn
+from bot.simulator import StandIn
 from bot.state.sqlite import SQLiteStore
+from tests.dingtalk_kit import AGENT_ID, make_client, standin, store
 
-APP_KEY, APP_SECRET, AGENT_ID = "dingtestkey", "test-app-secret", 1001
 SEND = "/topapi/message/corpconversation/asyncsend_v2"
 
 
-@pytest.fixture(scope="module")
-def standin():
-    with StandIn(app_key=APP_KEY, app_secret=APP_SECRET, agent_id=AGENT_ID,
-                 org=Org.small()) as server:
-        yield server
-
-
-def make_client(server: StandIn, store: SQLiteStore, agent_id: int = AGENT_ID,
-                **kwargs) -> DingTalkClient:
-    options = dict(timeout=(2.0, 5.0), max_attempts=4, backoff_base=0.01,
-                   backoff_cap=0.05, throttle_pause=0.01)
-    options.update(kwargs)
-    return DingTalkClient(
-        app_key=APP_KEY, app_secret=APP_SECRET, agent_id=agent_id, robot_code=APP_KEY,
-        oapi_url=server.url, api_url=server.url, store=store, **options)
-
-
-@pytest.fixture
-def store(tmp_path: Path):
-    store = SQLiteStore(tmp_path / "state.sqlite3")
-    yield store
-    store.close()
+def notices_client(server: StandIn, store: SQLiteStore, **options) -> DingTalkClient:
+    """A client with this file's timeout and retry count; ``options`` override."""
+    return make_client(server, store, timeout=(2.0, 5.0), max_attempts=4, **options)
 
 
 @pytest.fixture
 def client(standin, store):
     standin.reset()
-    return make_client(standin, store)
+    return notices_client(standin, store)
 
 
 def ok_sends(server: StandIn) -> list:
@@ -102,7 +82,7 @@ def test_no_recipients_is_a_caller_error(client, standin):
 def test_bad_agent_id_is_reported_once_and_not_retried(standin, store):
     """A wrong agent id (40035) raises CallerError after a single call."""
     standin.reset()
-    client = make_client(standin, store, agent_id=999)
+    client = notices_client(standin, store, agent_id=999)
 
     with pytest.raises(CallerError) as caught:
         client.notices.send("hello", user_ids=["zhangsan"])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from pathlib import Path
 
 import pytest
 
@@ -19,10 +18,8 @@ from bot.dingtalk import (
 from bot.dingtalk.http import Transport
 from bot.dingtalk.robot import sign
 from bot.messages import markdown, text
-from bot.simulator import Org, StandIn
-from bot.state.sqlite import SQLiteStore
+from tests.dingtalk_kit import APP_KEY, make_client, open_standin, store
 
-APP_KEY, APP_SECRET, AGENT_ID = "dingtestkey", "test-app-secret", 1001
 ROBOT_CODE = "dingtestkey"
 HOOK_TOKEN, HOOK_SECRET = "hooktoken", "SECtestsecret"
 GROUP_SEND = "/v1.0/robot/groupMessages/send"
@@ -31,26 +28,15 @@ BATCH_SEND = "/v1.0/robot/oToMessages/batchSend"
 
 @pytest.fixture(scope="module")
 def standin():
-    with StandIn(app_key=APP_KEY, app_secret=APP_SECRET, agent_id=AGENT_ID,
-                 org=Org.small(), webhook_secrets={HOOK_TOKEN: HOOK_SECRET}) as server:
+    with open_standin(webhook_secrets={HOOK_TOKEN: HOOK_SECRET}) as server:
         yield server
-
-
-@pytest.fixture
-def store(tmp_path: Path):
-    store = SQLiteStore(tmp_path / "state.sqlite3")
-    yield store
-    store.close()
 
 
 @pytest.fixture
 def client(standin, store):
     standin.reset()
-    return DingTalkClient(
-        app_key=APP_KEY, app_secret=APP_SECRET, agent_id=AGENT_ID,
-        robot_code=ROBOT_CODE, oapi_url=standin.url, api_url=standin.url, store=store,
-        timeout=(2.0, 2.0), max_attempts=3, backoff_base=0.01, backoff_cap=0.05,
-        throttle_pause=0.01)
+    return make_client(standin, store, robot_code=ROBOT_CODE, timeout=(2.0, 2.0),
+                       max_attempts=3)
 
 
 def now_ms() -> int:
@@ -221,8 +207,7 @@ def test_webhook_throttled_beyond_the_retries_raises(client, standin):
 
 def test_webhook_minute_budget_is_shared_between_processes(store):
     """Two senders on one Store share 20 a minute: the 21st waits about a minute."""
-    with StandIn(app_key=APP_KEY, app_secret=APP_SECRET, agent_id=AGENT_ID,
-                 org=Org.small(), webhook_secrets={"hook2": HOOK_SECRET}) as server:
+    with open_standin(webhook_secrets={"hook2": HOOK_SECRET}) as server:
         pauses: list[float] = []
         transport = Transport(app_key=APP_KEY, store=store, sleep=pauses.append)
         senders = [GroupWebhook("hook2", HOOK_SECRET, store=store, transport=transport,

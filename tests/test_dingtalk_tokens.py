@@ -14,6 +14,14 @@ import pytest
 from bot.dingtalk import DingTalkClient, TokenError
 from bot.dingtalk.tokens import CachedToken, TokenCache
 from bot.state.sqlite import SQLiteStore
+from tests.dingtalk_kit import (
+    AGENT_ID,
+    APP_KEY,
+    APP_SECRET,
+    make_client,
+    standin,
+    store,
+)
 
 
 class Issuer:
@@ -40,13 +48,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> SQLiteStore:
-    store = SQLiteStore(tmp_path / "state.sqlite3")
-    yield store
-    store.close()
 
 
 def make_cache(store: SQLiteStore, issuer: Issuer, clock: Clock | None = None
@@ -173,25 +174,6 @@ def test_cached_token_repr_hides_the_token():
 
 
 # -- against the stand-in, over real HTTP ---------------------------------------
-
-APP_KEY, APP_SECRET, AGENT_ID = "dingtestkey", "test-app-secret", 1001
-
-
-@pytest.fixture(scope="module")
-def standin():
-    from bot.simulator import Org, StandIn
-
-    with StandIn(app_key=APP_KEY, app_secret=APP_SECRET, agent_id=AGENT_ID,
-                 org=Org.small()) as server:
-        yield server
-
-
-def make_client(standin, store, **kwargs) -> DingTalkClient:
-    return DingTalkClient(
-        app_key=APP_KEY, app_secret=APP_SECRET, agent_id=AGENT_ID, robot_code=APP_KEY,
-        oapi_url=standin.url, api_url=standin.url, store=store, backoff_base=0.01,
-        backoff_cap=0.05, throttle_pause=0.01, **kwargs)
-
 
 def test_revoked_v1_token_is_refetched_once(standin, store):
     """HTTP 401 InvalidAuthentication drops the v1.0 token and retries once."""

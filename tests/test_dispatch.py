@@ -151,7 +151,8 @@ def test_event_subscriptions_accept_globs():
 from hypothesis import given, strategies as st  # noqa: E402
 
 
-@given(st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126) | st.sampled_from("\t\n")))
+@given(st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126)
+               | st.sampled_from("\t\n")))
 def test_fast_split_agrees_with_shlex(line):
     """The plain-words fast path gives exactly shlex's answer for ASCII lines."""
     import shlex

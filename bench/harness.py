@@ -26,6 +26,8 @@ from pathlib import Path
 
 import requests
 
+from bot.cli import procfile_command
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
 
@@ -51,10 +53,7 @@ def free_port() -> int:
 
 def procfile_web_command() -> str:
     """The command of the Procfile's ``web:`` line, verbatim."""
-    for line in (ROOT / "Procfile").read_text().splitlines():
-        if line.startswith("web:"):
-            return line.removeprefix("web:").strip()
-    raise SystemExit("Procfile has no web: line")
+    return procfile_command("web")
 
 
 def baseline_command() -> str:

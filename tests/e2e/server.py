@@ -12,6 +12,8 @@ from pathlib import Path
 
 import requests
 
+from bot.cli import procfile_command
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -22,10 +24,8 @@ def free_port() -> int:
 
 
 def procfile_web_command() -> str:
-    for line in (ROOT / "Procfile").read_text().splitlines():
-        if line.startswith("web:"):
-            return line.removeprefix("web:").strip()
-    raise AssertionError("Procfile has no web: line")
+    """The command of the Procfile's ``web:`` line, verbatim."""
+    return procfile_command("web")
 
 
 class Gunicorn:

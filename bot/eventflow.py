@@ -127,7 +127,7 @@ class EventResponder:
 
     def _log(self, event: Event, outcome: str, watch: observe.Stopwatch) -> None:
         observe.CALLBACKS.labels("events", outcome).inc()
-        log.info("event callback", extra={
+        observe.log_fields(log, "event callback", {
             "event_type": event.type, "event_id": event.id,
             "outcome": outcome, "duration_ms": watch.ms,
         })

@@ -66,6 +66,9 @@ def worker_exit(server, worker) -> None:
     services = getattr(app, "extensions", {}).get("dingbot")
     if services is not None:
         services.pool.shutdown(wait=True)
+    from bot import observe
+
+    observe.flush_logs()  # the late answers' lines, before the worker goes
 
 
 def child_exit(server, worker) -> None:

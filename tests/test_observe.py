@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from bot import observe
+from bot.linewriter import LineWriter
 from bot.dispatch import Plugin
 from bot.plugins import load_plugins
 from bot.services import Services
@@ -121,3 +122,68 @@ def test_sentry_events_are_scrubbed_of_secrets(tmp_path):
     assert "could not use ********" in sent
     assert APP_SECRET not in sent
     assert "publickey1234" not in sent.split("\n", 1)[1]  # not in the event itself
+
+
+def _isolated_logger(monkeypatch, name: str = "isolated.fast"):
+    """A logger outside the logging tree whose only handler is a JSONLineHandler."""
+    stream = io.StringIO()
+    handler = observe.JSONLineHandler(LineWriter(stream, interval=60))
+    logger = logging.Logger(name, logging.INFO)
+    logger.addHandler(handler)
+    monkeypatch.setattr(observe, "_handler", handler)
+    return logger, handler, stream
+
+
+def test_fast_callback_line_matches_the_logging_path(monkeypatch):
+    """log_fields writes the same JSON object logger.info(extra=...) would."""
+    logger, handler, stream = _isolated_logger(monkeypatch)
+    observe.bind_trace_id("feedbeef0001")
+    fields = {"msg_id": "m1", "command": "ping", "outcome": "answered",
+              "conversation_id": "cid1", "duration_ms": 3, "reason": None}
+    observe.log_fields(logger, "robot callback", fields)
+    logger.info("robot callback", extra=fields)
+    handler.flush()
+
+    fast, slow = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert abs(fast.pop("time") - slow.pop("time")) < 1
+    assert fast == slow
+    assert fast["trace_id"] == "feedbeef0001" and "reason" not in fast
+
+
+def test_fast_callback_line_scrubs_secrets_in_fields(monkeypatch):
+    logger, handler, stream = _isolated_logger(monkeypatch)
+    observe.add_secrets(["fields-secret-77"])
+    observe.log_fields(logger, "robot callback", {"msg_id": "x-fields-secret-77"})
+    handler.flush()
+    assert "fields-secret-77" not in stream.getvalue()
+    assert json.loads(stream.getvalue())["msg_id"] == "x-********"
+
+
+def test_callback_line_goes_through_logging_when_other_handlers_listen(monkeypatch):
+    """A team's own handler (here a second one) still receives the record."""
+    logger, handler, stream = _isolated_logger(monkeypatch)
+    seen: list[logging.LogRecord] = []
+    extra = logging.Handler()
+    extra.emit = seen.append
+    logger.addHandler(extra)
+    observe.log_fields(logger, "robot callback", {"outcome": "answered"})
+    handler.flush()
+    assert [r.outcome for r in seen] == ["answered"]
+    assert json.loads(stream.getvalue())["outcome"] == "answered"
+
+
+def test_callback_line_respects_the_level(monkeypatch):
+    logger, handler, stream = _isolated_logger(monkeypatch)
+    logger.setLevel(logging.WARNING)
+    observe.log_fields(logger, "robot callback", {"outcome": "answered"})
+    handler.flush()
+    assert stream.getvalue() == ""
+
+
+def test_warnings_are_written_at_once_info_lines_in_batches(monkeypatch):
+    logger, handler, stream = _isolated_logger(monkeypatch)
+    logger.info("queued")
+    assert stream.getvalue() == ""
+    logger.warning("urgent")
+    events = [json.loads(line)["event"] for line in stream.getvalue().splitlines()]
+    assert events == ["queued", "urgent"]

@@ -25,12 +25,13 @@ and the sent size drift apart (indented or ASCII-escaped JSON is larger).
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
+
+import orjson
 
 from bot.errors import BotError
 
@@ -95,7 +96,7 @@ def compact_json(value: Any) -> str:
     No spaces after separators and no ASCII escaping, so a Chinese
     character costs its three UTF-8 bytes rather than six ``\\uXXXX`` ones.
     """
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return orjson.dumps(value).decode()
 
 
 @dataclass(frozen=True)

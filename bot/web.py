@@ -14,13 +14,13 @@ bot's own checks together. Health, readiness and metrics stay in Flask.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl
 
+import orjson
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
@@ -164,7 +164,7 @@ def _read_body(environ: dict) -> bytes:
 
 
 def _json_response(start_response: Callable, status: int, payload: Any) -> list[bytes]:
-    data = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+    data = orjson.dumps(payload)
     start_response(f"{status} {HTTPStatus(status).phrase}", [
         ("Content-Type", "application/json"),
         ("Content-Length", str(len(data))),

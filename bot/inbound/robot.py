@@ -15,11 +15,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from bot.errors import RequestRejected, SignatureError
 
@@ -180,7 +181,7 @@ def _json_object(body: bytes) -> dict[str, Any]:
     if not body:
         raise RequestRejected("empty body")
     try:
-        data = json.loads(body)
+        data = orjson.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise RequestRejected("body is not JSON") from None
     if not isinstance(data, dict):

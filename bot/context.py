@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from typing import TYPE_CHECKING, Any
@@ -45,9 +46,13 @@ class Context:
         self.args = args
         self.match = match
         self.command = command
-        self.log = logging.LoggerAdapter(
-            logging.getLogger(f"handlers.{command or 'event'}"),
-            {"command": command or None},
+
+    @functools.cached_property
+    def log(self) -> logging.LoggerAdapter:
+        """A logger named ``handlers.<command>`` whose lines carry the command."""
+        return logging.LoggerAdapter(
+            logging.getLogger(f"handlers.{self.command or 'event'}"),
+            {"command": self.command or None},
         )
 
     @property

@@ -126,7 +126,7 @@ class EventResponder:
         return "accepted"
 
     def _log(self, event: Event, outcome: str, watch: observe.Stopwatch) -> None:
-        observe.CALLBACKS.labels("events", outcome).inc()
+        observe.count_callback("events", outcome)
         observe.log_fields(log, "event callback", {
             "event_type": event.type, "event_id": event.id,
             "outcome": outcome, "duration_ms": watch.ms,

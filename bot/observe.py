@@ -267,6 +267,22 @@ CALLBACKS = Counter(
     "dingbot_callbacks_total", "Callbacks received, by route and outcome.",
     ["route", "outcome"],
 )
+_callback_counters: dict[tuple[str, str], Any] = {}
+
+
+def count_callback(route: str, outcome: str) -> None:
+    """Add one to ``dingbot_callbacks_total{route, outcome}``.
+
+    The labelled child is looked up once per pair and kept: ``labels()``
+    validates and hashes its arguments on every call.
+    """
+    key = (route, outcome)
+    counter = _callback_counters.get(key)
+    if counter is None:
+        counter = _callback_counters[key] = CALLBACKS.labels(route, outcome)
+    counter.inc()
+
+
 HANDLER_SECONDS = Histogram(
     "dingbot_handler_seconds", "Time handlers took, by kind.", ["kind"],
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0),

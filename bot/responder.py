@@ -186,7 +186,7 @@ class RobotResponder:
 
     def _log(self, message: Message, outcome: str, watch: observe.Stopwatch,
              command: str = "") -> None:
-        observe.CALLBACKS.labels("robot", outcome).inc()
+        observe.count_callback("robot", outcome)
         observe.log_fields(log, "robot callback", {
             "msg_id": message.msg_id, "conversation_id": message.conversation_id,
             "command": command or None, "outcome": outcome, "duration_ms": watch.ms,

@@ -174,6 +174,6 @@ def _json_response(start_response: Callable, status: int, payload: Any) -> list[
 
 def _log_rejection(environ: dict, exc: RequestRejected) -> None:
     route = environ.get("PATH_INFO", "").rsplit("/", 1)[-1]
-    observe.CALLBACKS.labels(route, "rejected").inc()
+    observe.count_callback(route, "rejected")
     log.warning("request rejected: %s", exc.reason,
                 extra={"status": exc.status, "reason": exc.reason})

@@ -191,6 +191,8 @@ def _json_object(body: bytes) -> dict[str, Any]:
 
 def _string(data: dict[str, Any], key: str, *, required: bool = False) -> str:
     value = data.get(key)
+    if type(value) is str and value:  # the usual case, checked first
+        return value
     if value is None or value == "":
         if required:
             raise RequestRejected(f"missing {key}")

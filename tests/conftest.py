@@ -93,3 +93,16 @@ def live_client(live_settings):
     app = create_app(live_settings)
     yield app.test_client()
     app.extensions["dingbot"].pool.shutdown(wait=True)
+
+
+@pytest.fixture(autouse=True)
+def _flush_batched_log_lines():
+    """Write out batched log lines at the end of each test, into its own capture.
+
+    Without this they would wait for the timer or for the end of the run,
+    and land in another test's output or on the terminal after the summary.
+    """
+    yield
+    from bot import observe
+
+    observe.flush_logs()

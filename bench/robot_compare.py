@@ -29,7 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import bench.harness as harness  # noqa: E402
 import bench.robot_variants as variants  # noqa: E402
-from bench.harness import Server, baseline_command, bot_env, procfile_web_command, temp_dir  # noqa: E402
+from bench.harness import (  # noqa: E402
+    Server, baseline_command, bot_env, procfile_web_command, temp_dir,
+)
 
 ROUNDS = int(os.environ.get("ROUNDS", "10"))
 variants.SECONDS = float(os.environ.get("SECONDS", "3"))
@@ -77,9 +79,10 @@ def main() -> int:
     for name, _ in specs:
         ratios = [b[0] / a[0] for b, a in zip(runs[name], base)]
         cpu = [(b[1] + b[2]) / (a[1] + a[2]) for b, a in zip(runs[name], base)]
+        rps = statistics.median(run[0] for run in runs[name])
         print(f"{name:<20} throughput ratio median {statistics.median(ratios):.3f}"
               f" ({min(ratios):.3f}-{max(ratios):.3f}), CPU ratio median"
-              f" {statistics.median(cpu):.3f}, rps {statistics.median(r[0] for r in runs[name]):.0f}")
+              f" {statistics.median(cpu):.3f}, rps {rps:.0f}")
     print(f"baseline rps {statistics.median(r[0] for r in base):.0f}; logs in {logs}")
     return 0
 

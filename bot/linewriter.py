@@ -1,10 +1,11 @@
 """Batched writing of log lines to a stream (stderr, in production).
 
-Writing each log line with its own ``write()`` system call cost the bot
-about a tenth of its throughput on ``ping`` callbacks (bench/README.md,
-the log variants): the call is slow in a VM, and it hands the GIL to
-gunicorn's other threads mid-request. So lines gather in memory and go
-out together, in one ``write()`` of at most :data:`PIPE_BUF` bytes:
+The one log line each callback writes cost about a tenth of the robot
+route's throughput (docs/benchmarks.md). Most of that was building the
+record (see ``observe.log_fields``); what remains is a ``write()`` system
+call per line, which is slow in a VM and hands the GIL to gunicorn's other
+threads mid-request. So lines gather in memory and go out together, in
+one ``write()`` of at most :data:`PIPE_BUF` bytes:
 
 - a line at WARNING or above goes out at once, behind the lines queued
   before it, so errors are never delayed;

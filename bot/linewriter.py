@@ -107,11 +107,12 @@ class LineWriter:
 
 
 def _flush_periodically(ref: weakref.ref[LineWriter], interval: float) -> None:
-    pid = os.getpid()
+    # Threads do not survive fork(), so this loop only ever runs in the
+    # process that started it.
     while True:
         time.sleep(interval)
         writer = ref()
-        if writer is None or os.getpid() != pid:
+        if writer is None:
             return
         try:
             writer.flush()
